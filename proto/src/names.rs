@@ -1,0 +1,155 @@
+//! Path policy (what a synced path may be) and conflict-copy names. Pure: no filesystem.
+
+use unicode_normalization::{UnicodeNormalization, is_nfc};
+
+/// The longest path, in bytes.
+pub const MAX_PATH_BYTES: usize = 4096;
+/// The longest single name, in bytes.
+pub const MAX_NAME_BYTES: usize = 255;
+
+/// Why a path is refused. Every message names the offending path.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PathError {
+    #[error("path is empty")]
+    Empty,
+    #[error("path {0:?} is absolute; paths must be relative to the synced folder")]
+    Absolute(String),
+    #[error("path {0:?} has an empty component (`//` or a trailing `/`)")]
+    EmptyComponent(String),
+    #[error("path {0:?} has a `.` or `..` component")]
+    DotComponent(String),
+    #[error("path {0:?} contains NUL or a control character")]
+    ControlChar(String),
+    #[error("path {0:?} contains a backslash, which Windows reads as a separator")]
+    Backslash(String),
+    #[error("path {0:?} is not in Unicode NFC form")]
+    NotNfc(String),
+    #[error("path {0:?} is longer than {MAX_PATH_BYTES} bytes")]
+    TooLong(String),
+    #[error("a name in path {0:?} is longer than {MAX_NAME_BYTES} bytes")]
+    NameTooLong(String),
+}
+
+/// Checks a namespace-relative path: `/`-separated, relative, NFC, no empty, `.` or `..`
+/// components, no NUL or control characters, no backslash or drive prefix, within length limits.
+pub fn validate_path(path: &str) -> Result<(), PathError> {
+    let owned = || path.to_owned();
+    if path.is_empty() {
+        return Err(PathError::Empty);
+    }
+    if path.len() > MAX_PATH_BYTES {
+        return Err(PathError::TooLong(truncate(path)));
+    }
+    if path.chars().any(|c| c.is_control()) {
+        return Err(PathError::ControlChar(owned()));
+    }
+    if path.starts_with('/') || has_drive_prefix(path) {
+        return Err(PathError::Absolute(owned()));
+    }
+    if path.contains('\\') {
+        return Err(PathError::Backslash(owned()));
+    }
+    for part in path.split('/') {
+        if part.is_empty() {
+            return Err(PathError::EmptyComponent(owned()));
+        }
+        if part == "." || part == ".." {
+            return Err(PathError::DotComponent(owned()));
+        }
+        if part.len() > MAX_NAME_BYTES {
+            return Err(PathError::NameTooLong(truncate(path)));
+        }
+    }
+    if !is_nfc(path) {
+        return Err(PathError::NotNfc(owned()));
+    }
+    Ok(())
+}
+
+/// The NFC form of a name read from disk (macOS hands out NFD).
+pub fn to_nfc(path: &str) -> String {
+    path.nfc().collect()
+}
+
+fn has_drive_prefix(path: &str) -> bool {
+    let b = path.as_bytes();
+    b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':'
+}
+
+fn truncate(path: &str) -> String {
+    let mut end = 64.min(path.len());
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &path[..end])
+}
+
+/// The conflict copy's path for `path`: `dir/name (conflicted copy from DEVICE YYYY-MM-DD HHMMSS).ext`.
+/// `unix_secs` is the commit time (UTC). `attempt` > 1 appends a counter for when that name is taken.
+pub fn conflict_copy_name(path: &str, device: &str, unix_secs: i64, attempt: u32) -> String {
+    let (dir, name) = match path.rfind('/') {
+        Some(i) => (&path[..=i], &path[i + 1..]),
+        None => ("", path),
+    };
+    let (stem, ext) = match name.rfind('.') {
+        Some(i) if i > 0 => (&name[..i], &name[i..]),
+        _ => (name, ""),
+    };
+    let stamp = format_stamp(unix_secs);
+    let device: String = device.chars().filter(|c| !c.is_control() && *c != '/' && *c != '\\').collect();
+    let counter = if attempt > 1 { format!(" {attempt}") } else { String::new() };
+    format!("{dir}{stem} (conflicted copy from {device} {stamp}{counter}){ext}")
+}
+
+fn format_stamp(unix_secs: i64) -> String {
+    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour][minute][second]");
+    time::OffsetDateTime::from_unix_timestamp(unix_secs)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        .format(&fmt)
+        // The format description is static and valid for every representable date.
+        .expect("static format")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordinary_paths_are_accepted() {
+        for p in ["a", "a/b/c.txt", "dir with space/ünïcödé.md", ".hidden", "a/..b", "ab:c"] {
+            assert_eq!(validate_path(p), Ok(()), "{p}");
+        }
+    }
+
+    #[test]
+    fn hostile_paths_are_refused() {
+        let nfd = "cafe\u{301}";
+        let long_name = "n".repeat(256);
+        let long_path = "d/".repeat(2100) + "f";
+        for p in [
+            "", "/etc/passwd", "../x", "a/../../x", "a/./b", "a//b", "a/", "nul\0byte", "tab\tname",
+            "C:\\x", "c:/windows", "a\\b", nfd, &long_name, &long_path,
+        ] {
+            assert!(validate_path(p).is_err(), "{p:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn conflict_names_keep_the_extension_and_directory() {
+        // 2026-11-23 10:15:02 UTC
+        let t = 1_795_428_902;
+        assert_eq!(
+            conflict_copy_name("docs/report.pdf", "laptop", t, 1),
+            "docs/report (conflicted copy from laptop 2026-11-23 101502).pdf"
+        );
+        assert_eq!(
+            conflict_copy_name("Makefile", "pc", t, 2),
+            "Makefile (conflicted copy from pc 2026-11-23 101502 2)"
+        );
+        assert_eq!(
+            conflict_copy_name(".bashrc", "pc", t, 1),
+            ".bashrc (conflicted copy from pc 2026-11-23 101502)"
+        );
+        assert!(validate_path(&conflict_copy_name("a/b.txt", "x/y", t, 1)).is_ok());
+    }
+}
