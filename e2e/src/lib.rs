@@ -1,1 +1,211 @@
-//! Helpers shared by the end-to-end tests.
+//! Helpers shared by the end-to-end tests: a real Garage S3 server, the real `cairn-server` and
+//! `cairn` binaries, and tree builders/comparers. Every process is killed on `Drop`; readiness is
+//! polled, never slept for.
+
+pub mod garage;
+pub mod grpc;
+pub mod tree;
+
+use anyhow::{Context, Result, bail};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub use garage::Garage;
+
+/// The path of a workspace binary built next to this test (`target/<profile>/<name>`).
+pub fn bin(name: &str) -> PathBuf {
+    // The test executable lives in target/<profile>/deps/.
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("test binary is in target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (`cargo build --workspace --bins`, as scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// Polls `f` until it returns `Some`, or fails after `timeout` with `what` in the message.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Result<T> {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if start.elapsed() > timeout {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// Which blob store a test's cairn-server uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded default: a local directory served by cairn-server itself.
+    Local,
+    /// A real Garage S3 server on 127.0.0.1.
+    Garage,
+}
+
+/// A running `cairn-server serve`, killed on drop.
+pub struct CairnServer {
+    child: Child,
+    pub addr: String,
+    pub db: PathBuf,
+    pub store: String,
+    pub dir: tempfile::TempDir,
+    /// Keeps a private Garage alive as long as the server.
+    pub garage: Option<Garage>,
+    pub bucket: Option<String>,
+}
+
+impl CairnServer {
+    /// Starts cairn-server on a fresh database with the given backend.
+    pub fn start(backend: Backend) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let (store, garage, bucket, envs) = match backend {
+            Backend::Local => {
+                let blobs = dir.path().join("blobs");
+                (format!("local:{}", blobs.display()), None, None, vec![])
+            }
+            Backend::Garage => {
+                let garage = Garage::shared_or_start()?;
+                let bucket = garage.create_bucket()?;
+                let store = format!("s3://{bucket}?endpoint={}&region=garage", garage.endpoint());
+                let envs = vec![
+                    ("AWS_ACCESS_KEY_ID".to_owned(), garage.key_id.clone()),
+                    ("AWS_SECRET_ACCESS_KEY".to_owned(), garage.secret.clone()),
+                ];
+                (store, Some(garage), Some(bucket), envs)
+            }
+        };
+        let db = dir.path().join("server.db");
+        Self::spawn(dir, db, store, garage, bucket, envs)
+    }
+
+    fn spawn(
+        dir: tempfile::TempDir,
+        db: PathBuf,
+        store: String,
+        garage: Option<Garage>,
+        bucket: Option<String>,
+        envs: Vec<(String, String)>,
+    ) -> Result<Self> {
+        let mut child = Command::new(bin("cairn-server"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+            .arg(&db)
+            .args(["--store", &store])
+            .envs(envs)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("spawning cairn-server")?;
+        let stdout = child.stdout.take().expect("stdout was piped");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .with_context(|| format!("cairn-server printed {line:?}, expected `listening on ADDR`"))?
+            .to_owned();
+        Ok(Self { child, addr, db, store, dir, garage, bucket })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Runs an admin subcommand against this server's database.
+    pub fn admin(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new(bin("cairn-server")).args(args).arg("--db").arg(&self.db).output()?;
+        if !out.status.success() {
+            bail!("cairn-server {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+    }
+
+    pub fn create_namespace(&self, name: &str) -> Result<()> {
+        self.admin(&["namespace", "create", name]).map(drop)
+    }
+
+    pub fn create_token(&self, namespace: &str, device: &str) -> Result<String> {
+        self.admin(&["token", "create", "--namespace", namespace, "--device", device])
+    }
+
+    /// A new device with its own home directory and a token for `namespace`.
+    pub fn device(&self, namespace: &str, name: &str) -> Result<Device> {
+        let token = self.create_token(namespace, name)?;
+        Ok(Device { home: tempfile::tempdir()?, server: self.url(), token, namespace: namespace.to_owned() })
+    }
+
+    /// Kills the server (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for CairnServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One device: a `cairn` home directory plus its server, token and namespace.
+pub struct Device {
+    pub home: tempfile::TempDir,
+    pub server: String,
+    pub token: String,
+    pub namespace: String,
+}
+
+impl Device {
+    /// A `cairn` command with this device's server, home and token (token by environment, as
+    /// users are told to pass it).
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(bin("cairn"));
+        c.arg("--server").arg(&self.server).arg("--home").arg(self.home.path());
+        c.env("CAIRN_TOKEN", &self.token).env_remove("CAIRN_SERVER").env_remove("CAIRN_HOME");
+        c
+    }
+
+    /// Runs `cairn --json <verb> DIR --namespace NS` and returns the output.
+    pub fn run(&self, verb: &str, dir: &Path) -> Result<Output> {
+        Ok(self.cmd().arg("--json").arg(verb).arg(dir).args(["--namespace", &self.namespace]).output()?)
+    }
+
+    /// `push` that must succeed; returns its JSON summary.
+    pub fn push(&self, dir: &Path) -> Result<serde_json::Value> {
+        json_ok(self.run("push", dir)?, "push")
+    }
+
+    /// `pull` that must succeed; returns its JSON summary.
+    pub fn pull(&self, dir: &Path) -> Result<serde_json::Value> {
+        json_ok(self.run("pull", dir)?, "pull")
+    }
+}
+
+/// Checks a command succeeded and parses its one JSON object from stdout.
+pub fn json_ok(out: Output, what: &str) -> Result<serde_json::Value> {
+    if !out.status.success() {
+        bail!(
+            "{what} exited {:?}\nstdout: {}\nstderr: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("{what} printed no JSON: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Reads a JSON number field as u64, failing with the whole summary in the message.
+pub fn field(v: &serde_json::Value, name: &str) -> u64 {
+    v.get(name).and_then(|x| x.as_u64()).unwrap_or_else(|| panic!("summary has no numeric `{name}`: {v}"))
+}
