@@ -1,1 +1,98 @@
-fn main() {}
+//! The `cairn` binary: parse the command line, set up logging, run one command, map the exit code.
+
+use std::process::ExitCode;
+
+use cairn::cli::{Cli, Command};
+use cairn::commands::{self, Ui};
+use cairn::config::Config;
+use cairn::error::{Error, exit};
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            let code = e.downcast_ref::<Error>().map_or(exit::ERROR, Error::exit_code);
+            eprintln!("cairn: error: {e:#}");
+            code
+        }
+    };
+    ExitCode::from(code as u8)
+}
+
+fn init_logging(cli: &Cli) {
+    let default = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "cairn=info,warn",
+        (false, 2) => "cairn=debug,info",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    let ui = Ui { quiet: cli.quiet, json: cli.json };
+    let cfg = Config::resolve(cli.server.clone(), cli.token.clone(), cli.home.as_deref())?;
+    tracing::debug!(?cfg, "config");
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match &cli.command {
+        Command::Push(a) => {
+            let s = rt.block_on(commands::push(&cfg, &a.dir, &a.namespace, ui))?;
+            let human = format!(
+                "pushed {}: {} files ({} bytes) scanned, {} chunks, {} uploaded ({} bytes), {} bytes deduplicated, {} committed, {} deleted, {} conflicts in {:.2}s",
+                a.dir.display(), s.files, s.bytes_scanned, s.chunks, s.chunks_uploaded, s.bytes_uploaded, s.bytes_deduplicated,
+                s.committed, s.deleted, s.conflicts, s.seconds
+            );
+            Ok(report(ui, &s, &human, &s.errors))
+        }
+        Command::Pull(a) => {
+            let s = rt.block_on(commands::pull(&cfg, &a.dir, &a.namespace, ui))?;
+            let human = format!(
+                "pulled into {}: {} files on the server, {} written, {} chunks ({} bytes) downloaded, {} deleted, {} conflicts in {:.2}s",
+                a.dir.display(), s.files, s.files_written, s.chunks_downloaded, s.bytes_downloaded, s.deleted, s.conflicts, s.seconds
+            );
+            Ok(report(ui, &s, &human, &s.errors))
+        }
+        Command::Versions(a) => {
+            let versions = rt.block_on(commands::versions(&cfg, &a.namespace, &a.file))?;
+            if ui.json {
+                let list: Vec<_> = versions
+                    .iter()
+                    .map(|v| {
+                        let meta = v.meta.clone().unwrap_or_default();
+                        serde_json::json!({
+                            "path": v.path, "version": v.version, "deleted": v.deleted, "size": meta.size,
+                            "device": v.device, "committed_at_ms": v.committed_at_ms, "content_id": hex::encode(&v.content_id),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::json!({ "path": a.file, "versions": list }));
+            } else {
+                for v in &versions {
+                    let meta = v.meta.clone().unwrap_or_default();
+                    let what = if v.deleted { "deleted".to_owned() } else { format!("{} bytes", meta.size) };
+                    println!("v{}\t{}\t{}\t{}", v.version, v.committed_at_ms, v.device, what);
+                }
+            }
+            Ok(exit::OK)
+        }
+    }
+}
+
+/// Prints the summary (JSON on stdout, or a line on stderr) and per-path errors; returns the exit code.
+fn report<S: serde::Serialize>(ui: Ui, summary: &S, human: &str, errors: &[String]) -> i32 {
+    if ui.json {
+        // A summary of plain numbers and strings always serialises.
+        println!("{}", serde_json::to_string(summary).expect("summary serialises"));
+    } else if !ui.quiet {
+        eprintln!("{human}");
+    }
+    for e in errors {
+        eprintln!("cairn: {e}");
+    }
+    if errors.is_empty() { exit::OK } else { exit::PARTIAL }
+}

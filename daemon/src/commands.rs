@@ -1,0 +1,231 @@
+//! One-shot commands: push and pull a folder (scan → plan → execute), list versions.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use cairn_proto::{Seq, validate_path};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::chunker::ChunkParams;
+use crate::config::Config;
+use crate::download::Pull;
+use crate::error::{Error, Result};
+use crate::planner::{Op, plan};
+use crate::remote::Remote;
+use crate::scanner::scan;
+use crate::state::State;
+use crate::tree::{RemoteEntry, RemoteTree};
+use crate::upload::Push;
+
+/// Output settings.
+#[derive(Clone, Copy, Debug)]
+pub struct Ui {
+    pub quiet: bool,
+    pub json: bool,
+}
+
+impl Ui {
+    fn bar(&self, what: &'static str) -> ProgressBar {
+        let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
+        if !self.quiet && std::io::stderr().is_terminal() {
+            pb.set_draw_target(ProgressDrawTarget::stderr());
+            pb.set_style(
+                ProgressStyle::with_template("{msg:>10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}")
+                    // The template is static and valid.
+                    .expect("valid progress template")
+                    .progress_chars("=> "),
+            );
+        }
+        pb.set_message(what);
+        pb
+    }
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct PushSummary {
+    pub files: u64,
+    pub bytes_scanned: u64,
+    pub bytes_hashed: u64,
+    pub chunks: u64,
+    pub chunks_uploaded: u64,
+    pub bytes_uploaded: u64,
+    pub bytes_deduplicated: u64,
+    pub committed: u64,
+    pub deleted: u64,
+    pub conflicts: u64,
+    pub seconds: f64,
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct PullSummary {
+    pub files: u64,
+    pub files_written: u64,
+    pub chunks_downloaded: u64,
+    pub bytes_downloaded: u64,
+    pub deleted: u64,
+    pub conflicts: u64,
+    pub seconds: f64,
+    pub errors: Vec<String>,
+}
+
+/// The folder's canonical root; it must exist and be a directory.
+fn canonical_root(dir: &Path) -> Result<PathBuf> {
+    let root = dir.canonicalize().map_err(|e| {
+        Error::Config(format!("folder {} cannot be used: {e} — create it first or check the path", dir.display()))
+    })?;
+    if !root.is_dir() {
+        return Err(Error::Config(format!("{} is not a directory", root.display())));
+    }
+    Ok(root)
+}
+
+/// Connects and reads the namespace and the remote tree. Entries with unusable paths are reported.
+async fn open_remote(cfg: &Config, namespace: &str) -> Result<(Remote, cairn_proto::pb::NamespaceInfo, RemoteTree, Seq, Vec<Error>)> {
+    let remote = Remote::connect(cfg, namespace).await?;
+    let info = remote.get_namespace().await?;
+    let (entries, head) = remote.list_tree().await?;
+    let mut tree = RemoteTree::new();
+    let mut errors = Vec::new();
+    for e in &entries {
+        if let Err(err) = validate_path(&e.path) {
+            errors.push(Error::path(&e.path, format!("the server sent a path that is refused here: {err}")));
+            continue;
+        }
+        match RemoteEntry::from_pb(e) {
+            Some(r) => {
+                tree.insert(e.path.clone(), r);
+            }
+            None => errors.push(Error::path(&e.path, "the server sent an entry this client cannot read")),
+        }
+    }
+    Ok((remote, info, tree, head, errors))
+}
+
+fn params_of(info: &cairn_proto::pb::NamespaceInfo) -> Result<ChunkParams> {
+    let p = ChunkParams { min: info.chunk_min, avg: info.chunk_avg, max: info.chunk_max };
+    if p.min == 0 || p.min > p.avg || p.avg > p.max {
+        return Err(Error::Protocol(format!("namespace {} has unusable chunk parameters {p:?}", info.name)));
+    }
+    Ok(p)
+}
+
+/// Keeps ops whose local side the scan saw: an unreadable path is not a deleted one.
+fn known_locally(op: &Op, scanned: &crate::scanner::Scanned) -> bool {
+    let p = op.path();
+    let under_skipped = scanned.skipped.iter().any(|s| p == s || p.strip_prefix(s.as_str()).is_some_and(|r| r.starts_with('/')));
+    let unsure_delete = scanned.incomplete && matches!(op, Op::DeleteRemote { .. } | Op::ForgetSynced { .. });
+    !(under_skipped || unsure_delete)
+}
+
+fn workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+pub async fn push(cfg: &Config, dir: &Path, namespace: &str, ui: Ui) -> Result<PushSummary> {
+    let started = Instant::now();
+    let root = canonical_root(dir)?;
+    let (remote, info, remote_tree, head, mut errors) = open_remote(cfg, namespace).await?;
+    let params = params_of(&info)?;
+    let mut state = State::open(&cfg.dirs.state_db())?;
+    let folder = state.folder(&root, namespace, &cfg.server)?;
+    let synced = state.synced(folder)?;
+    let hash_bar = ui.bar("hashing");
+    let mut scanned = scan(&root, &synced, params, workers(), &hash_bar).await?;
+    hash_bar.finish_and_clear();
+    errors.append(&mut scanned.errors);
+    let ops: Vec<Op> = plan(&scanned.tree, &remote_tree, &synced)
+        .into_iter()
+        .filter(Op::is_upload_side)
+        .filter(|op| known_locally(op, &scanned))
+        .collect();
+    tracing::debug!(ops = ops.len(), "push plan");
+    let up_bar = ui.bar("uploading");
+    let mut exec = Push {
+        remote: &remote,
+        root: &root,
+        params,
+        pack_threshold: info.pack_threshold.max(1),
+        pack_target: info.pack_target.max(1),
+        state: &mut state,
+        folder,
+        progress: &up_bar,
+    };
+    let mut stats = exec.run(&ops, &mut scanned).await?;
+    up_bar.finish_and_clear();
+    state.set_device_and_cursor(folder, &info.device, head.max(state.cursor(folder)?))?;
+    errors.append(&mut stats.errors);
+    Ok(PushSummary {
+        files: scanned.files,
+        bytes_scanned: scanned.bytes_scanned,
+        bytes_hashed: scanned.bytes_hashed,
+        chunks: stats.chunks,
+        chunks_uploaded: stats.chunks_uploaded,
+        bytes_uploaded: stats.bytes_uploaded,
+        bytes_deduplicated: stats.bytes_deduplicated,
+        committed: stats.committed,
+        deleted: stats.deleted,
+        conflicts: stats.conflicts,
+        seconds: started.elapsed().as_secs_f64(),
+        errors: errors.iter().map(ToString::to_string).collect(),
+    })
+}
+
+pub async fn pull(cfg: &Config, dir: &Path, namespace: &str, ui: Ui) -> Result<PullSummary> {
+    let started = Instant::now();
+    let root = canonical_root(dir)?;
+    let (remote, info, remote_tree, head, mut errors) = open_remote(cfg, namespace).await?;
+    let params = params_of(&info)?;
+    let mut state = State::open(&cfg.dirs.state_db())?;
+    let folder = state.folder(&root, namespace, &cfg.server)?;
+    let synced = state.synced(folder)?;
+    let hash_bar = ui.bar("scanning");
+    let mut scanned = scan(&root, &synced, params, workers(), &hash_bar).await?;
+    hash_bar.finish_and_clear();
+    errors.append(&mut scanned.errors);
+    // Both sides changed: pull keeps the local version as a conflict copy and takes the remote one.
+    let ops: Vec<Op> = plan(&scanned.tree, &remote_tree, &synced)
+        .into_iter()
+        .filter_map(|op| match op {
+            Op::Upload { path, conflict: true, .. } => {
+                let r = remote_tree.get(&path)?;
+                let version = r.version;
+                match r.content {
+                    Some(crate::tree::Content::Dir) => Some(Op::MkdirLocal { path, version }),
+                    Some(_) => Some(Op::Download { path, version, conflict: true }),
+                    None => None,
+                }
+            }
+            op if op.is_download_side() && known_locally(&op, &scanned) => Some(op),
+            _ => None,
+        })
+        .collect();
+    tracing::debug!(ops = ops.len(), "pull plan");
+    let bar = ui.bar("downloading");
+    let device = if info.device.is_empty() { "this device".to_owned() } else { info.device.clone() };
+    let mut exec = Pull { remote: &remote, root: &root, device: &device, state: &mut state, folder, progress: &bar };
+    let mut stats = exec.run(&ops, &remote_tree, &synced).await?;
+    bar.finish_and_clear();
+    state.set_device_and_cursor(folder, &info.device, head)?;
+    errors.append(&mut stats.errors);
+    let files = remote_tree.values().filter(|r| matches!(r.content, Some(crate::tree::Content::File { .. }))).count() as u64;
+    Ok(PullSummary {
+        files,
+        files_written: stats.files_written,
+        chunks_downloaded: stats.chunks_downloaded,
+        bytes_downloaded: stats.bytes_downloaded,
+        deleted: stats.deleted,
+        conflicts: stats.conflicts,
+        seconds: started.elapsed().as_secs_f64(),
+        errors: errors.iter().map(ToString::to_string).collect(),
+    })
+}
+
+/// All versions of one path, newest first.
+pub async fn versions(cfg: &Config, namespace: &str, file: &str) -> Result<Vec<cairn_proto::pb::Entry>> {
+    let path = cairn_proto::to_nfc(file.trim_start_matches("./"));
+    validate_path(&path).map_err(|e| Error::path(&path, e))?;
+    let remote = Remote::connect(cfg, namespace).await?;
+    remote.list_versions(&path).await
+}

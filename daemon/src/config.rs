@@ -1,0 +1,161 @@
+//! Settings resolved once: flag > environment > `config.toml` > `token` file, validated, secrets redacted.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// A device token. Its `Debug` and `Display` never show the secret.
+#[derive(Clone)]
+pub struct Token(String);
+
+impl Token {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+/// Where this device keeps its config and state.
+#[derive(Clone, Debug)]
+pub struct Dirs {
+    pub config: PathBuf,
+    pub data: PathBuf,
+}
+
+impl Dirs {
+    /// `--home DIR` holds both; otherwise the XDG config and data dirs, `cairn` inside each.
+    pub fn resolve(home: Option<&Path>) -> Result<Self> {
+        if let Some(h) = home {
+            return Ok(Dirs { config: h.to_owned(), data: h.to_owned() });
+        }
+        let missing = || Error::Config("cannot find a home directory for cairn's config and state — pass --home DIR or set CAIRN_HOME".into());
+        let config = dirs::config_dir().ok_or_else(missing)?.join("cairn");
+        let data = dirs::data_dir().ok_or_else(missing)?.join("cairn");
+        Ok(Dirs { config, data })
+    }
+
+    pub fn state_db(&self) -> PathBuf {
+        self.data.join("state.db")
+    }
+}
+
+/// What the server commands need, validated.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub server: String,
+    pub token: Token,
+    pub dirs: Dirs,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    server: Option<String>,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+}
+
+impl Config {
+    /// Resolves server and token. `server` and `token` are the flag-or-environment values (clap
+    /// already applied flag > env).
+    pub fn resolve(server: Option<String>, token: Option<String>, home: Option<&Path>) -> Result<Self> {
+        let dirs = Dirs::resolve(home)?;
+        let file_path = dirs.config.join("config.toml");
+        let file = read_file_config(&file_path)?;
+        let server = server.or(file.server).ok_or_else(|| {
+            Error::Config(format!(
+                "no server configured — pass --server URL, set CAIRN_SERVER, or put `server = \"http://HOST:PORT\"` in {}",
+                file_path.display()
+            ))
+        })?;
+        let server = validate_server(&server)?;
+        let token = match (token, file.token, file.token_file) {
+            (Some(t), _, _) | (None, Some(t), _) => t,
+            (None, None, Some(tf)) => {
+                let tf = if tf.is_relative() { dirs.config.join(tf) } else { tf };
+                read_token_file(&tf)?
+            }
+            (None, None, None) => {
+                let tf = dirs.config.join("token");
+                if tf.exists() {
+                    read_token_file(&tf)?
+                } else {
+                    return Err(Error::Config(format!(
+                        "no device token — set CAIRN_TOKEN, pass --token, put `token = \"...\"` or `token_file = \"...\"` in {}, or write it to {}",
+                        file_path.display(),
+                        tf.display()
+                    )));
+                }
+            }
+        };
+        let token = token.trim().to_owned();
+        if token.is_empty() || token.chars().any(|c| c.is_control() || c == ' ') {
+            return Err(Error::Config("the device token is empty or has spaces or control characters — check CAIRN_TOKEN / --token / the token file".into()));
+        }
+        Ok(Config { server, token: Token(token), dirs })
+    }
+}
+
+fn read_file_config(path: &Path) -> Result<FileConfig> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => toml::from_str(&text)
+            .map_err(|e| Error::Config(format!("{}: {} — fix the file (keys: server, token, token_file)", path.display(), e.message()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileConfig::default()),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+fn read_token_file(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| Error::Config(format!("cannot read the token file {}: {e}", path.display())))
+}
+
+fn validate_server(s: &str) -> Result<String> {
+    let s = s.trim().trim_end_matches('/');
+    if !(s.starts_with("http://") || s.starts_with("https://")) || s.len() <= "https://".len() {
+        return Err(Error::Config(format!(
+            "server {s:?} is not an http:// or https:// URL — check --server / CAIRN_SERVER"
+        )));
+    }
+    Ok(s.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_never_shows_in_debug_output() {
+        let c = Config {
+            server: "http://x".into(),
+            token: Token("s3cr3t".into()),
+            dirs: Dirs { config: "/c".into(), data: "/d".into() },
+        };
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn flags_win_over_the_config_file_and_the_token_file_is_the_last_resort() {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::write(home.path().join("config.toml"), "server = \"http://file:1\"\n").unwrap();
+        std::fs::write(home.path().join("token"), "tok-from-file\n").unwrap();
+        let c = Config::resolve(None, None, Some(home.path())).unwrap();
+        assert_eq!(c.server, "http://file:1");
+        assert_eq!(c.token.expose(), "tok-from-file");
+        let c = Config::resolve(Some("http://flag:2/".into()), Some("t2".into()), Some(home.path())).unwrap();
+        assert_eq!(c.server, "http://flag:2");
+        assert_eq!(c.token.expose(), "t2");
+    }
+
+    #[test]
+    fn a_missing_server_names_the_settings_to_use() {
+        let home = tempfile::tempdir().unwrap();
+        let err = Config::resolve(None, Some("t".into()), Some(home.path())).unwrap_err().to_string();
+        assert!(err.contains("--server") && err.contains("CAIRN_SERVER"), "{err}");
+    }
+}

@@ -1,0 +1,17 @@
+//! Cairn's client: CLI, local state, scanner, planner, and the push/pull executors.
+
+pub mod chunker;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod planner;
+pub mod state;
+pub mod tree;
+
+pub use error::{Error, Result};
+pub mod remote;
+pub mod scanner;
+pub mod download;
+pub mod localfs;
+pub mod upload;
+pub mod commands;

@@ -1,0 +1,135 @@
+//! The pure planner: local, remote and synced trees in, a deterministic list of operations out.
+//!
+//! No I/O, no clock, no async. The executors re-check each operation's precondition before acting.
+
+use std::cmp::Ordering;
+use std::collections::BTreeSet;
+
+use cairn_proto::Version;
+
+use crate::tree::{Content, LocalEntry, LocalTree, RemoteTree, SyncedEntry, SyncedTree};
+
+/// One step towards agreement. Paths are namespace-relative (NFC, `/`-separated).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Commit the local entry. `conflict`: the remote changed too (differently), so the base is
+    /// stale on purpose and the server stores the content as a conflict copy.
+    Upload { path: String, base_version: Version, conflict: bool },
+    /// Commit a tombstone: the path was deleted here since the last sync.
+    DeleteRemote { path: String, base_version: Version },
+    /// Write the remote file or symlink here. `conflict`: the local entry changed too; the
+    /// executor keeps it as a conflict copy.
+    Download { path: String, version: Version, conflict: bool },
+    /// Create the remote directory here.
+    MkdirLocal { path: String, version: Version },
+    /// Remove the local entry (the remote deleted it; the local one did not change).
+    DeleteLocal { path: String },
+    /// Both sides already hold the same thing: remember it as synced.
+    RecordSynced { path: String, version: Version },
+    /// Both sides deleted the path: forget the synced entry.
+    ForgetSynced { path: String },
+}
+
+impl Op {
+    pub fn path(&self) -> &str {
+        match self {
+            Op::Upload { path, .. }
+            | Op::DeleteRemote { path, .. }
+            | Op::Download { path, .. }
+            | Op::MkdirLocal { path, .. }
+            | Op::DeleteLocal { path }
+            | Op::RecordSynced { path, .. }
+            | Op::ForgetSynced { path } => path,
+        }
+    }
+
+    /// Removals run first, children before parents; everything else after, parents first.
+    fn is_removal(&self) -> bool {
+        matches!(self, Op::DeleteRemote { .. } | Op::DeleteLocal { .. })
+    }
+
+    /// Push runs these; pull runs the others (plus the bookkeeping ones, which both run).
+    pub fn is_upload_side(&self) -> bool {
+        matches!(self, Op::Upload { .. } | Op::DeleteRemote { .. } | Op::RecordSynced { .. } | Op::ForgetSynced { .. })
+    }
+
+    pub fn is_download_side(&self) -> bool {
+        matches!(
+            self,
+            Op::Download { .. } | Op::MkdirLocal { .. } | Op::DeleteLocal { .. } | Op::RecordSynced { .. } | Op::ForgetSynced { .. }
+        )
+    }
+}
+
+/// Plans one path at a time over the union of the three trees; same input, same output.
+pub fn plan(local: &LocalTree, remote: &RemoteTree, synced: &SyncedTree) -> Vec<Op> {
+    let paths: BTreeSet<&String> = local.keys().chain(remote.keys()).chain(synced.keys()).collect();
+    let mut ops: Vec<Op> = paths.into_iter().filter_map(|p| plan_path(p, local, remote, synced)).collect();
+    sort_ops(&mut ops);
+    ops
+}
+
+/// The deterministic order: removals by path descending (children first), then the rest by
+/// path ascending (a parent is a prefix of its children, so it sorts first).
+pub fn sort_ops(ops: &mut [Op]) {
+    ops.sort_by(|a, b| match (a.is_removal(), b.is_removal()) {
+        (true, true) => b.path().cmp(a.path()),
+        (false, false) => a.path().cmp(b.path()),
+        (true, false) => Ordering::Less,
+        (false, true) => Ordering::Greater,
+    });
+}
+
+fn plan_path(path: &str, local: &LocalTree, remote: &RemoteTree, synced: &SyncedTree) -> Option<Op> {
+    let le = local.get(path);
+    let re = remote.get(path);
+    let se = synced.get(path);
+    let l = le.map(|e| &e.content);
+    let r = re.and_then(|e| e.content.as_ref());
+    let s = se.map(|e| &e.content);
+    let remote_version = re.map_or(Version(0), |e| e.version);
+    let path = path.to_owned();
+
+    if l == r {
+        return match le {
+            Some(le) if needs_record(le, se, remote_version) => Some(Op::RecordSynced { path, version: remote_version }),
+            Some(_) => None,
+            None => se.map(|_| Op::ForgetSynced { path }),
+        };
+    }
+    let local_changed = l != s;
+    let remote_changed = r != s;
+    let take_remote = |path: String| match r {
+        Some(Content::Dir) => Op::MkdirLocal { path, version: remote_version },
+        Some(_) => Op::Download { path, version: remote_version, conflict: local_changed && l.is_some() },
+        None => Op::DeleteLocal { path },
+    };
+    Some(match (local_changed, remote_changed, l, r) {
+        // Only the remote moved, or a local delete meets a remote edit: the edit wins.
+        (false, _, _, _) | (true, true, None, Some(_)) => take_remote(path),
+        // Only the local side moved, or a local edit meets a remote delete: the edit wins.
+        (true, false, Some(_), _) | (true, true, Some(_), None) => {
+            Op::Upload { path, base_version: remote_version, conflict: false }
+        }
+        (true, false, None, _) => Op::DeleteRemote { path, base_version: remote_version },
+        // Both changed, differently: commit on the stale base; the server makes a conflict copy.
+        (true, true, Some(_), Some(_)) => {
+            Op::Upload { path, base_version: se.map_or(Version(0), |e| e.version), conflict: true }
+        }
+        // l == r == None was handled above.
+        (true, true, None, None) => return None,
+    })
+}
+
+/// Both sides agree; does the synced entry need refreshing (new version, new stat)?
+fn needs_record(local: &LocalEntry, synced: Option<&SyncedEntry>, remote_version: Version) -> bool {
+    let Some(s) = synced else { return true };
+    if s.version != remote_version || s.content != local.content {
+        return true;
+    }
+    // A directory's mtime changes whenever a child does: not worth a write.
+    !matches!(local.content, Content::Dir) && s.stat != local.stat
+}
+
+#[cfg(test)]
+mod tests;

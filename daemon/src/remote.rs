@@ -1,0 +1,235 @@
+//! The server connection: authenticated gRPC calls and presigned-URL transfers, with retries.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use bytes::Bytes;
+use cairn_proto::pb::cairn_client::CairnClient;
+use cairn_proto::{ChunkId, Seq, pb};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+/// Adds `authorization: Bearer <token>` to every call; the value is marked sensitive.
+#[derive(Clone)]
+pub struct Auth(MetadataValue<Ascii>);
+
+impl Interceptor for Auth {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert(cairn_proto::AUTH_HEADER, self.0.clone());
+        Ok(req)
+    }
+}
+
+type Client = CairnClient<InterceptedService<Channel, Auth>>;
+
+/// One namespace on one server.
+#[derive(Clone)]
+pub struct Remote {
+    client: Client,
+    http: reqwest::Client,
+    pub server: String,
+    pub namespace: String,
+}
+
+const MAX_MESSAGE: usize = 256 * 1024 * 1024;
+const LIST_PAGE: u32 = 1000;
+
+/// Retries transient failures with exponential backoff and jitter.
+pub async fn retry<T, F, Fut>(what: &str, f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    f.retry(
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(10))
+            .with_max_times(6)
+            .with_jitter(),
+    )
+    .when(Error::is_transient)
+    .notify(|e: &Error, d: Duration| tracing::warn!("{what}: {e}; retrying in {d:?}"))
+    .await
+}
+
+/// The error's whole source chain, for messages like "connection refused".
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+impl Remote {
+    pub async fn connect(cfg: &Config, namespace: &str) -> Result<Self> {
+        let unreachable = |detail: String| Error::Unreachable { url: cfg.server.clone(), detail };
+        let endpoint = Endpoint::from_shared(cfg.server.clone())
+            .map_err(|e| Error::Config(format!("server URL {:?} is invalid: {e} — check --server / CAIRN_SERVER", cfg.server)))?
+            .connect_timeout(Duration::from_secs(10))
+            .tcp_nodelay(true);
+        let channel = endpoint.connect().await.map_err(|e| unreachable(chain(&e)))?;
+        let mut value: MetadataValue<Ascii> = format!("Bearer {}", cfg.token.expose())
+            .parse()
+            .map_err(|_| Error::Config("the device token has characters not allowed in a header — check the token".into()))?;
+        value.set_sensitive(true);
+        let client = CairnClient::with_interceptor(channel, Auth(value))
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(600))
+            .build()
+            .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Remote { client, http, server: cfg.server.clone(), namespace: namespace.to_owned() })
+    }
+
+    /// Runs one unary call with retries; `call` gets a fresh client clone each attempt.
+    async fn unary<Req, Resp, F, Fut>(&self, name: &'static str, req: Req, call: F) -> Result<Resp>
+    where
+        Req: Clone,
+        F: Fn(Client, Req) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+    {
+        retry(name, || {
+            let fut = call(self.client.clone(), req.clone());
+            async move { fut.await.map(tonic::Response::into_inner).map_err(|s| Error::rpc(name, s, &self.server)) }
+        })
+        .await
+    }
+
+    pub async fn get_namespace(&self) -> Result<pb::NamespaceInfo> {
+        let req = pb::GetNamespaceRequest { namespace: self.namespace.clone() };
+        self.unary("GetNamespace", req, |mut c, r| async move { c.get_namespace(r).await }).await
+    }
+
+    /// The whole tree (tombstones included) and the log head when the first page was read.
+    pub async fn list_tree(&self) -> Result<(Vec<pb::Entry>, Seq)> {
+        let mut out = Vec::new();
+        let mut after = String::new();
+        let mut head = None;
+        loop {
+            let req = pb::ListTreeRequest { namespace: self.namespace.clone(), after, limit: LIST_PAGE, include_deleted: true };
+            let page = self.unary("ListTree", req, |mut c, r| async move { c.list_tree(r).await }).await?;
+            head.get_or_insert(Seq(page.head_seq));
+            out.extend(page.entries);
+            if page.next_after.is_empty() {
+                break;
+            }
+            after = page.next_after;
+        }
+        Ok((out, head.unwrap_or_default()))
+    }
+
+    /// The ids among `ids` the namespace lacks (callers batch ≤ 10k).
+    pub async fn find_missing(&self, ids: &[ChunkId]) -> Result<HashSet<ChunkId>> {
+        let req = pb::FindMissingRequest { namespace: self.namespace.clone(), chunk_ids: ids.iter().map(ChunkId::to_vec).collect() };
+        let resp = self.unary("FindMissing", req, |mut c, r| async move { c.find_missing(r).await }).await?;
+        resp.missing
+            .iter()
+            .map(|b| ChunkId::from_slice(b).map_err(|e| Error::Protocol(format!("FindMissing: {e}"))))
+            .collect()
+    }
+
+    pub async fn prepare_upload(&self, objects: Vec<pb::UploadObject>) -> Result<Vec<pb::UploadTarget>> {
+        let n = objects.len();
+        let req = pb::PrepareUploadRequest { namespace: self.namespace.clone(), objects };
+        let resp = self.unary("PrepareUpload", req, |mut c, r| async move { c.prepare_upload(r).await }).await?;
+        if resp.targets.len() != n {
+            return Err(Error::Protocol(format!("PrepareUpload returned {} targets for {n} objects", resp.targets.len())));
+        }
+        Ok(resp.targets)
+    }
+
+    pub async fn confirm_upload(&self, upload_ids: Vec<String>) -> Result<Vec<pb::UploadOutcome>> {
+        let req = pb::ConfirmUploadRequest { namespace: self.namespace.clone(), upload_ids };
+        Ok(self.unary("ConfirmUpload", req, |mut c, r| async move { c.confirm_upload(r).await }).await?.outcomes)
+    }
+
+    pub async fn commit(&self, items: Vec<pb::CommitItem>) -> Result<Vec<pb::CommitResult>> {
+        let n = items.len();
+        let req = pb::CommitRequest { namespace: self.namespace.clone(), items };
+        let results = self.unary("Commit", req, |mut c, r| async move { c.commit(r).await }).await?.results;
+        if results.len() != n {
+            return Err(Error::Protocol(format!("Commit returned {} results for {n} items", results.len())));
+        }
+        Ok(results)
+    }
+
+    pub async fn get_manifests(&self, files: Vec<pb::PathVersion>) -> Result<pb::GetManifestsResponse> {
+        let req = pb::GetManifestsRequest { namespace: self.namespace.clone(), files };
+        self.unary("GetManifests", req, |mut c, r| async move { c.get_manifests(r).await }).await
+    }
+
+    pub async fn list_versions(&self, path: &str) -> Result<Vec<pb::Entry>> {
+        let req = pb::ListVersionsRequest { namespace: self.namespace.clone(), path: path.to_owned() };
+        Ok(self.unary("ListVersions", req, |mut c, r| async move { c.list_versions(r).await }).await?.versions)
+    }
+
+    /// PUTs exactly `body` (with Content-Length) to a presigned URL.
+    pub async fn put(&self, url: &str, body: Bytes) -> Result<()> {
+        retry("upload", || {
+            let req = self.http.put(url).header(reqwest::header::CONTENT_LENGTH, body.len()).body(body.clone());
+            async move {
+                let resp = req.send().await.map_err(transfer_err)?;
+                check_status(resp).await.map(drop)
+            }
+        })
+        .await
+    }
+
+    /// GETs `len` bytes at `offset` of a stored object.
+    pub async fn get_range(&self, url: &str, offset: u64, len: u64) -> Result<Bytes> {
+        retry("download", || {
+            let req = self.http.get(url).header(reqwest::header::RANGE, format!("bytes={}-{}", offset, offset + len - 1));
+            async move {
+                let resp = check_status(req.send().await.map_err(transfer_err)?).await?;
+                let whole = resp.status() == reqwest::StatusCode::OK;
+                let body = resp.bytes().await.map_err(transfer_err)?;
+                // A server that ignores Range sends the whole object.
+                let body = if whole && body.len() as u64 >= offset + len {
+                    body.slice(offset as usize..(offset + len) as usize)
+                } else {
+                    body
+                };
+                if body.len() as u64 != len {
+                    return Err(Error::Transfer { detail: format!("asked for {len} bytes, got {}", body.len()), transient: true });
+                }
+                Ok(body)
+            }
+        })
+        .await
+    }
+}
+
+fn transfer_err(e: reqwest::Error) -> Error {
+    // The URL carries a signature: never print it.
+    let e = e.without_url();
+    let transient = e.is_connect() || e.is_timeout() || e.is_request() || e.is_body() || e.is_decode();
+    Error::Transfer { detail: chain(&e), transient }
+}
+
+async fn check_status(resp: reqwest::Response) -> Result<reqwest::Response> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let text: String = resp.text().await.unwrap_or_default().chars().take(300).collect();
+    Err(Error::Transfer {
+        detail: format!("storage answered {status}: {text}"),
+        transient: status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS || status == reqwest::StatusCode::REQUEST_TIMEOUT,
+    })
+}

@@ -1,0 +1,245 @@
+//! The scanner: walks a folder into the local tree, hashing only files whose stat changed.
+
+use std::collections::HashMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use cairn_proto::{to_nfc, validate_path};
+use futures::StreamExt;
+use indicatif::ProgressBar;
+
+use crate::chunker::{Chunk, ChunkParams, chunk_reader};
+use crate::error::{Error, Result};
+use crate::tree::{Content, LocalEntry, LocalTree, Stat, SyncedTree, is_exec};
+
+/// The root marker's name; never synced.
+pub const MARKER: &str = ".cairn";
+/// Prefix of our temporary files; never synced.
+pub const TMP_PREFIX: &str = ".cairn-tmp-";
+/// Per-folder ignore file (gitignore syntax).
+pub const IGNORE_FILE: &str = ".cairnignore";
+
+/// Names the scanner never looks at.
+pub fn is_skipped_name(name: &str) -> bool {
+    name == MARKER || name.starts_with(TMP_PREFIX) || name == ".DS_Store" || name == "Thumbs.db"
+}
+
+/// The local tree and what it took to build it.
+#[derive(Debug, Default)]
+pub struct Scanned {
+    pub tree: LocalTree,
+    /// Chunks of files hashed in this scan (files whose hash was reused have none here).
+    pub chunks: HashMap<String, Vec<Chunk>>,
+    /// Where each path lives on disk (names from disk may not be NFC).
+    pub disk: HashMap<String, PathBuf>,
+    /// Per-path problems: the path is left out of this run.
+    pub errors: Vec<Error>,
+    /// Paths whose local state is unknown this run (unreadable, changed while read): the plan
+    /// must not read their absence as a delete.
+    pub skipped: std::collections::BTreeSet<String>,
+    /// A folder could not be read: absences anywhere may be unknowns, so no remote deletes.
+    pub incomplete: bool,
+    pub files: u64,
+    pub bytes_scanned: u64,
+    pub bytes_hashed: u64,
+}
+
+/// One walked entry before hashing.
+struct Walked {
+    path: String,
+    disk: PathBuf,
+    stat: Stat,
+    kind: WalkedKind,
+}
+
+enum WalkedKind {
+    File,
+    Dir,
+    Symlink(String),
+}
+
+pub fn stat_of(md: &std::fs::Metadata) -> Stat {
+    Stat {
+        size: md.len(),
+        mtime_ns: md.mtime().saturating_mul(1_000_000_000).saturating_add(md.mtime_nsec()),
+        inode: md.ino(),
+        mode: md.permissions().mode() & 0o7777,
+    }
+}
+
+/// Scans `root` (already canonical). Files whose size, mtime and inode match the synced entry keep
+/// its content id; others are chunked on blocking threads, `concurrency` at a time.
+pub async fn scan(
+    root: &Path,
+    synced: &SyncedTree,
+    params: ChunkParams,
+    concurrency: usize,
+    progress: &ProgressBar,
+) -> Result<Scanned> {
+    let root_owned = root.to_owned();
+    let (walked, errors, skipped, incomplete) = tokio::task::spawn_blocking(move || walk(&root_owned))
+        .await
+        .map_err(|e| Error::Protocol(format!("scanner thread failed: {e}")))??;
+    let mut out = Scanned { errors, skipped, incomplete, ..Default::default() };
+    let mut to_hash = Vec::new();
+    for w in walked {
+        let content = match w.kind {
+            WalkedKind::Dir => Content::Dir,
+            WalkedKind::Symlink(t) => Content::Symlink(t),
+            WalkedKind::File => {
+                out.files += 1;
+                out.bytes_scanned += w.stat.size;
+                match synced.get(&w.path) {
+                    Some(s) if reusable(s.stat, w.stat) && matches!(s.content, Content::File { .. }) => {
+                        let Content::File { id, .. } = s.content else { unreachable!("matched just above") };
+                        Content::File { id, exec: is_exec(w.stat.mode) }
+                    }
+                    _ => {
+                        to_hash.push(w);
+                        continue;
+                    }
+                }
+            }
+        };
+        out.disk.insert(w.path.clone(), w.disk);
+        out.tree.insert(w.path, LocalEntry { content, stat: w.stat });
+    }
+    progress.set_length(to_hash.iter().map(|w| w.stat.size).sum());
+    let mut hashed = futures::stream::iter(to_hash.into_iter().map(|w| {
+        let pb = progress.clone();
+        async move {
+            let disk = w.disk.clone();
+            let before = w.stat;
+            let res = tokio::task::spawn_blocking(move || hash_file(&disk, before, params)).await;
+            pb.inc(before.size);
+            (w, res)
+        }
+    }))
+    .buffer_unordered(concurrency.max(1));
+    while let Some((w, res)) = hashed.next().await {
+        match res {
+            Ok(Ok((chunks, content_id))) => {
+                out.bytes_hashed += w.stat.size;
+                out.chunks.insert(w.path.clone(), chunks);
+                out.disk.insert(w.path.clone(), w.disk);
+                let content = Content::File { id: content_id, exec: is_exec(w.stat.mode) };
+                out.tree.insert(w.path, LocalEntry { content, stat: w.stat });
+            }
+            Ok(Err(e)) => {
+                out.skipped.insert(w.path.clone());
+                out.errors.push(Error::path(w.path, e));
+            }
+            Err(e) => {
+                out.skipped.insert(w.path.clone());
+                out.errors.push(Error::path(w.path, format!("hashing thread failed: {e}")));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Size, mtime and inode unchanged: the content id can be reused.
+fn reusable(synced: Stat, now: Stat) -> bool {
+    synced.size == now.size && synced.mtime_ns == now.mtime_ns && synced.inode == now.inode
+}
+
+/// Chunks one file; refuses it when it changed while being read.
+pub fn hash_file(disk: &Path, before: Stat, params: ChunkParams) -> std::result::Result<(Vec<Chunk>, cairn_proto::ContentId), String> {
+    let f = std::fs::File::open(disk).map_err(|e| format!("cannot read: {e}"))?;
+    let fc = chunk_reader(std::io::BufReader::with_capacity(1 << 20, f), params).map_err(|e| format!("cannot read: {e}"))?;
+    let after = std::fs::symlink_metadata(disk).map(|m| stat_of(&m)).map_err(|e| format!("vanished while being read: {e}"))?;
+    if !reusable(before, after) || fc.size != before.size {
+        return Err("changed while being read; skipped this run, it goes up next time".into());
+    }
+    Ok((fc.chunks, fc.content_id))
+}
+
+/// Walks without following symlinks, honouring `.cairnignore` files, skipping our own names.
+type Walk = (Vec<Walked>, Vec<Error>, std::collections::BTreeSet<String>, bool);
+
+fn walk(root: &Path) -> Result<Walk> {
+    let md = std::fs::metadata(root).map_err(|e| Error::io(root, e))?;
+    if !md.is_dir() {
+        return Err(Error::Config(format!("{} is not a directory", root.display())));
+    }
+    let walker = ignore::WalkBuilder::new(root)
+        .standard_filters(false)
+        .add_custom_ignore_filename(IGNORE_FILE)
+        .follow_links(false)
+        .sort_by_file_name(|a, b| a.cmp(b))
+        .filter_entry(|e| !e.file_name().to_str().is_some_and(is_skipped_name))
+        .build();
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    let mut seen: HashMap<String, PathBuf> = HashMap::new();
+    let mut skipped = std::collections::BTreeSet::new();
+    let mut incomplete = false;
+    for item in walker {
+        let entry = match item {
+            Ok(e) => e,
+            Err(e) => {
+                incomplete = true;
+                errors.push(Error::path(root.display().to_string(), format!("cannot scan: {e}; no deletes are sent this run")));
+                continue;
+            }
+        };
+        if entry.depth() == 0 {
+            continue;
+        }
+        let disk = entry.path().to_owned();
+        let Some(rel) = disk.strip_prefix(root).ok().and_then(|r| r.to_str()) else {
+            errors.push(Error::path(disk.display().to_string(), "name is not valid UTF-8; rename it to sync it"));
+            continue;
+        };
+        let path = to_nfc(&rel.replace(std::path::MAIN_SEPARATOR, "/"));
+        if let Err(e) = validate_path(&path) {
+            errors.push(Error::path(path, format!("cannot be synced: {e}")));
+            continue;
+        }
+        if let Some(other) = seen.insert(path.clone(), disk.clone()) {
+            skipped.insert(path.clone());
+            errors.push(Error::path(path, format!("two names on disk normalise to the same path ({})", other.display())));
+            continue;
+        }
+        let md = match std::fs::symlink_metadata(&disk) {
+            Ok(m) => m,
+            Err(e) => {
+                skipped.insert(path.clone());
+                errors.push(Error::path(path, format!("cannot stat: {e}")));
+                continue;
+            }
+        };
+        let ft = md.file_type();
+        let kind = if ft.is_symlink() {
+            match std::fs::read_link(&disk).map(|t| t.to_str().map(str::to_owned)) {
+                Ok(Some(t)) => WalkedKind::Symlink(t),
+                Ok(None) => {
+                    skipped.insert(path.clone());
+                    errors.push(Error::path(path, "symlink target is not valid UTF-8"));
+                    continue;
+                }
+                Err(e) => {
+                    skipped.insert(path.clone());
+                    errors.push(Error::path(path, format!("cannot read symlink: {e}")));
+                    continue;
+                }
+            }
+        } else if ft.is_dir() {
+            WalkedKind::Dir
+        } else if ft.is_file() {
+            WalkedKind::File
+        } else {
+            // Sockets, fifos, devices: nothing to sync, not worth an error.
+            continue;
+        };
+        let mut stat = stat_of(&md);
+        if !matches!(kind, WalkedKind::File) {
+            stat.size = 0;
+        }
+        out.push(Walked { path, disk, stat, kind });
+    }
+    Ok((out, errors, skipped, incomplete))
+}
+
+#[cfg(test)]
+mod tests;

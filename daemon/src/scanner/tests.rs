@@ -1,0 +1,91 @@
+//! Scanner tests on real temp directories.
+
+use std::fs;
+
+use cairn_proto::Version;
+
+use super::*;
+use crate::tree::{Kind, SyncedEntry};
+
+const PARAMS: ChunkParams = ChunkParams { min: 4096, avg: 16384, max: 65536 };
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime builds")
+}
+
+fn scan_now(root: &Path, synced: &SyncedTree) -> Scanned {
+    rt().block_on(scan(root, synced, PARAMS, 2, &ProgressBar::hidden())).expect("scan succeeds")
+}
+
+#[test]
+fn the_scan_records_files_dirs_symlinks_and_skips_junk_and_ignored_names() {
+    let d = tempfile::tempdir().unwrap();
+    let r = d.path();
+    fs::create_dir_all(r.join("a/b")).unwrap();
+    fs::create_dir(r.join("empty")).unwrap();
+    fs::write(r.join("a/b/f.txt"), b"hello").unwrap();
+    fs::write(r.join("zero"), b"").unwrap();
+    fs::write(r.join(".DS_Store"), b"x").unwrap();
+    fs::write(r.join(".cairn"), b"").unwrap();
+    fs::write(r.join(".cairn-tmp-123"), b"x").unwrap();
+    fs::write(r.join(".cairnignore"), "*.log\nbuild/\n").unwrap();
+    fs::write(r.join("a/x.log"), b"x").unwrap();
+    fs::create_dir(r.join("build")).unwrap();
+    fs::write(r.join("build/out"), b"x").unwrap();
+    std::os::unix::fs::symlink("a/b/f.txt", r.join("link")).unwrap();
+    let s = scan_now(r, &SyncedTree::new());
+    let paths: Vec<&str> = s.tree.keys().map(String::as_str).collect();
+    assert_eq!(paths, vec![".cairnignore", "a", "a/b", "a/b/f.txt", "empty", "link", "zero"]);
+    assert_eq!(s.tree["link"].content, Content::Symlink("a/b/f.txt".into()));
+    assert_eq!(s.tree["empty"].content.kind(), Kind::Dir);
+    assert_eq!(s.files, 3);
+    assert!(s.errors.is_empty(), "{:?}", s.errors);
+    assert_eq!(s.chunks["zero"].len(), 0);
+    assert_eq!(s.chunks["a/b/f.txt"].len(), 1);
+}
+
+#[test]
+fn unchanged_files_reuse_the_synced_hash_and_changed_ones_are_rehashed() {
+    let d = tempfile::tempdir().unwrap();
+    let r = d.path();
+    fs::write(r.join("f"), vec![7u8; 100_000]).unwrap();
+    fs::write(r.join("g"), b"g").unwrap();
+    let first = scan_now(r, &SyncedTree::new());
+    assert_eq!(first.bytes_hashed, 100_001);
+    let synced: SyncedTree = first
+        .tree
+        .iter()
+        .map(|(p, e)| (p.clone(), SyncedEntry { version: Version(1), content: e.content.clone(), stat: e.stat }))
+        .collect();
+    let second = scan_now(r, &synced);
+    assert_eq!(second.bytes_hashed, 0);
+    assert_eq!(second.tree, first.tree);
+    fs::write(r.join("g"), b"h").unwrap();
+    // Same size, possibly the same mtime granularity: force a different mtime.
+    let f = fs::File::options().write(true).open(r.join("g")).unwrap();
+    f.set_modified(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000)).unwrap();
+    let third = scan_now(r, &synced);
+    assert_eq!(third.bytes_hashed, 1);
+    assert_ne!(third.tree["g"].content, first.tree["g"].content);
+}
+
+#[test]
+fn a_name_that_fails_path_validation_is_a_per_path_error_not_fatal() {
+    let d = tempfile::tempdir().unwrap();
+    let r = d.path();
+    fs::write(r.join("ok"), b"1").unwrap();
+    fs::write(r.join("back\\slash"), b"1").unwrap();
+    let s = scan_now(r, &SyncedTree::new());
+    assert_eq!(s.tree.keys().collect::<Vec<_>>(), vec!["ok"]);
+    assert_eq!(s.errors.len(), 1);
+    assert!(s.errors[0].to_string().contains("back\\slash"));
+}
+
+#[test]
+fn nfd_names_from_disk_become_nfc_paths() {
+    let d = tempfile::tempdir().unwrap();
+    fs::write(d.path().join("cafe\u{301}"), b"1").unwrap();
+    let s = scan_now(d.path(), &SyncedTree::new());
+    assert!(s.tree.contains_key("caf\u{e9}"));
+    assert_eq!(s.disk["caf\u{e9}"], d.path().join("cafe\u{301}"));
+}

@@ -1,0 +1,210 @@
+//! The local state database (SQLite, WAL): synced folders and each folder's synced tree.
+
+use std::path::{Path, PathBuf};
+
+use cairn_proto::{ContentId, Seq, Version};
+use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite_migration::{M, Migrations};
+
+use crate::error::{Error, Result};
+use crate::tree::{Content, Kind, Stat, SyncedEntry, SyncedTree, is_exec};
+
+/// A row of `folders`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FolderId(pub i64);
+
+/// A change to one folder's synced tree.
+#[derive(Clone, Debug)]
+pub enum SyncedChange {
+    Put(String, SyncedEntry),
+    Remove(String),
+}
+
+pub struct State {
+    conn: Connection,
+    path: PathBuf,
+}
+
+fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(include_str!("../../migrations/daemon/0001_init.sql"))])
+}
+
+impl State {
+    /// Opens (creating if needed) the database and applies pending migrations.
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let err = |source| Error::State { path: path.to_owned(), source };
+        let mut conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(err)?;
+        migrations()
+            .to_latest(&mut conn)
+            .map_err(|e| Error::Migration { path: path.to_owned(), detail: e.to_string() })?;
+        Ok(State { conn, path: path.to_owned() })
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> Error + '_ {
+        move |source| Error::State { path: self.path.clone(), source }
+    }
+
+    /// The folder for (root, namespace, server), created on first use.
+    pub fn folder(&self, root: &Path, namespace: &str, server: &str) -> Result<FolderId> {
+        let root = root.to_string_lossy();
+        self.conn
+            .execute(
+                "INSERT INTO folders (root, namespace, server) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                params![root, namespace, server],
+            )
+            .map_err(self.err())?;
+        let id = self
+            .conn
+            .query_row(
+                "SELECT id FROM folders WHERE root = ?1 AND namespace = ?2 AND server = ?3",
+                params![root, namespace, server],
+                |r| r.get(0),
+            )
+            .map_err(self.err())?;
+        Ok(FolderId(id))
+    }
+
+    pub fn set_device_and_cursor(&self, folder: FolderId, device: &str, cursor: Seq) -> Result<()> {
+        self.conn
+            .execute("UPDATE folders SET device = ?2, cursor = ?3 WHERE id = ?1", params![folder.0, device, cursor.0 as i64])
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    pub fn cursor(&self, folder: FolderId) -> Result<Seq> {
+        let c: Option<i64> = self
+            .conn
+            .query_row("SELECT cursor FROM folders WHERE id = ?1", [folder.0], |r| r.get(0))
+            .optional()
+            .map_err(self.err())?;
+        Ok(Seq(c.unwrap_or(0) as u64))
+    }
+
+    /// The folder's synced tree. A row that cannot be read is skipped (and so re-synced).
+    pub fn synced(&self, folder: FolderId) -> Result<SyncedTree> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT path, kind, version, content_id, size, mtime_ns, inode, mode, symlink_target
+                 FROM entries WHERE folder_id = ?1",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([folder.0], |r| {
+                let path: String = r.get(0)?;
+                let kind: i64 = r.get(1)?;
+                let cid: Option<Vec<u8>> = r.get(3)?;
+                let mode: i64 = r.get(7)?;
+                let target: Option<String> = r.get(8)?;
+                let stat = Stat {
+                    size: r.get::<_, i64>(4)? as u64,
+                    mtime_ns: r.get(5)?,
+                    inode: r.get::<_, i64>(6)? as u64,
+                    mode: mode as u32,
+                };
+                let content = match Kind::from_db(kind) {
+                    Some(Kind::File) => cid
+                        .and_then(|c| ContentId::from_slice(&c).ok())
+                        .map(|id| Content::File { id, exec: is_exec(stat.mode) }),
+                    Some(Kind::Dir) => Some(Content::Dir),
+                    Some(Kind::Symlink) => target.map(Content::Symlink),
+                    None => None,
+                };
+                let version = Version(r.get::<_, i64>(2)? as u64);
+                Ok(content.map(|content| (path, SyncedEntry { version, content, stat })))
+            })
+            .map_err(self.err())?;
+        let mut tree = SyncedTree::new();
+        for row in rows {
+            if let Some((p, e)) = row.map_err(self.err())? {
+                tree.insert(p, e);
+            }
+        }
+        Ok(tree)
+    }
+
+    /// Applies changes in one transaction: all or nothing.
+    pub fn apply(&mut self, folder: FolderId, changes: &[SyncedChange]) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let err = |source| Error::State { path: path.clone(), source };
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut put = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO entries
+                     (folder_id, path, kind, version, content_id, size, mtime_ns, inode, mode, symlink_target)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )
+                .map_err(err)?;
+            let mut del = tx.prepare_cached("DELETE FROM entries WHERE folder_id = ?1 AND path = ?2").map_err(err)?;
+            for c in changes {
+                match c {
+                    SyncedChange::Put(p, e) => {
+                        let (cid, target) = match &e.content {
+                            Content::File { id, .. } => (Some(id.to_vec()), None),
+                            Content::Dir => (None, None),
+                            Content::Symlink(t) => (None, Some(t.as_str())),
+                        };
+                        put.execute(params![
+                            folder.0,
+                            p,
+                            e.content.kind().to_db(),
+                            e.version.0 as i64,
+                            cid,
+                            e.stat.size as i64,
+                            e.stat.mtime_ns,
+                            e.stat.inode as i64,
+                            i64::from(e.stat.mode),
+                            target
+                        ])
+                        .map_err(err)?;
+                    }
+                    SyncedChange::Remove(p) => {
+                        del.execute(params![folder.0, p]).map_err(err)?;
+                    }
+                }
+            }
+        }
+        tx.commit().map_err(err)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synced_entries_round_trip_and_removals_apply() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = State::open(&dir.path().join("state.db")).unwrap();
+        let f = st.folder(Path::new("/r"), "ns", "http://s").unwrap();
+        assert_eq!(st.folder(Path::new("/r"), "ns", "http://s").unwrap(), f);
+        let e = SyncedEntry {
+            version: Version(7),
+            content: Content::File { id: ContentId([3; 32]), exec: true },
+            stat: Stat { size: 5, mtime_ns: 9, inode: 11, mode: 0o755 },
+        };
+        let l = SyncedEntry { version: Version(2), content: Content::Symlink("x/y".into()), stat: Stat::default() };
+        st.apply(f, &[SyncedChange::Put("a/b".into(), e.clone()), SyncedChange::Put("l".into(), l.clone())]).unwrap();
+        let t = st.synced(f).unwrap();
+        assert_eq!(t.get("a/b"), Some(&e));
+        assert_eq!(t.get("l"), Some(&l));
+        st.apply(f, &[SyncedChange::Remove("a/b".into())]).unwrap();
+        assert_eq!(st.synced(f).unwrap().len(), 1);
+        drop(st);
+        // Reopening applies no migration twice.
+        let st = State::open(&dir.path().join("state.db")).unwrap();
+        assert_eq!(st.synced(f).unwrap().len(), 1);
+    }
+}
