@@ -38,6 +38,36 @@ pub enum Command {
     Pull(FolderArgs),
     /// List the versions of one file, newest first.
     Versions(VersionsArgs),
+    /// Sync DIR continuously with the namespace (writes the `.cairn` root marker).
+    Add(FolderArgs),
+    /// Stop syncing DIR (its files stay).
+    Remove(RemoveArgs),
+    /// Sync every added folder both ways until SIGTERM/SIGINT (`--json`: JSON lines of events).
+    Daemon(DaemonArgs),
+    /// Per folder: up_to_date / syncing / paused / offline / error, what is left, failed paths.
+    Status(StatusArgs),
+    /// Start an embedded server on a temp dir, push a sample folder, pull it elsewhere, and say
+    /// what happened.
+    Quickstart,
+}
+
+#[derive(Debug, Args)]
+pub struct RemoveArgs {
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Seconds between full scans (the safety net behind the watcher); default: config
+    /// `scan_interval`, else 600.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub scan_interval: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only this folder.
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

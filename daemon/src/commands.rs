@@ -71,7 +71,7 @@ pub struct PullSummary {
 }
 
 /// The folder's canonical root; it must exist and be a directory.
-fn canonical_root(dir: &Path) -> Result<PathBuf> {
+pub(crate) fn canonical_root(dir: &Path) -> Result<PathBuf> {
     let root = dir.canonicalize().map_err(|e| {
         Error::Config(format!("folder {} cannot be used: {e} — create it first or check the path", dir.display()))
     })?;
@@ -82,7 +82,7 @@ fn canonical_root(dir: &Path) -> Result<PathBuf> {
 }
 
 /// Connects and reads the namespace and the remote tree. Entries with unusable paths are reported.
-async fn open_remote(cfg: &Config, namespace: &str) -> Result<(Remote, cairn_proto::pb::NamespaceInfo, RemoteTree, Seq, Vec<Error>)> {
+pub(crate) async fn open_remote(cfg: &Config, namespace: &str) -> Result<(Remote, cairn_proto::pb::NamespaceInfo, RemoteTree, Seq, Vec<Error>)> {
     let remote = Remote::connect(cfg, namespace).await?;
     let info = remote.get_namespace().await?;
     let (entries, head) = remote.list_tree().await?;
@@ -103,7 +103,7 @@ async fn open_remote(cfg: &Config, namespace: &str) -> Result<(Remote, cairn_pro
     Ok((remote, info, tree, head, errors))
 }
 
-fn params_of(info: &cairn_proto::pb::NamespaceInfo) -> Result<ChunkParams> {
+pub(crate) fn params_of(info: &cairn_proto::pb::NamespaceInfo) -> Result<ChunkParams> {
     let p = ChunkParams { min: info.chunk_min, avg: info.chunk_avg, max: info.chunk_max };
     if p.min == 0 || p.min > p.avg || p.avg > p.max {
         return Err(Error::Protocol(format!("namespace {} has unusable chunk parameters {p:?}", info.name)));
@@ -112,14 +112,14 @@ fn params_of(info: &cairn_proto::pb::NamespaceInfo) -> Result<ChunkParams> {
 }
 
 /// Keeps ops whose local side the scan saw: an unreadable path is not a deleted one.
-fn known_locally(op: &Op, scanned: &crate::scanner::Scanned) -> bool {
+pub(crate) fn known_locally(op: &Op, scanned: &crate::scanner::Scanned) -> bool {
     let p = op.path();
     let under_skipped = scanned.skipped.iter().any(|s| p == s || p.strip_prefix(s.as_str()).is_some_and(|r| r.starts_with('/')));
     let unsure_delete = scanned.incomplete && matches!(op, Op::DeleteRemote { .. } | Op::ForgetSynced { .. });
     !(under_skipped || unsure_delete)
 }
 
-fn workers() -> usize {
+pub(crate) fn workers() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 

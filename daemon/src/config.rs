@@ -51,7 +51,12 @@ pub struct Config {
     pub server: String,
     pub token: Token,
     pub dirs: Dirs,
+    /// How often the daemon rescans every folder as a safety net (config `scan_interval`, seconds).
+    pub scan_interval: std::time::Duration,
 }
+
+/// The daemon's default full-scan interval.
+pub const DEFAULT_SCAN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
 
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,6 +64,8 @@ struct FileConfig {
     server: Option<String>,
     token: Option<String>,
     token_file: Option<PathBuf>,
+    /// Seconds between the daemon's full scans.
+    scan_interval: Option<u64>,
 }
 
 impl Config {
@@ -75,6 +82,11 @@ impl Config {
             ))
         })?;
         let server = validate_server(&server)?;
+        let scan_interval = match file.scan_interval {
+            Some(0) => return Err(Error::Config(format!("{}: scan_interval must be at least 1 (seconds)", file_path.display()))),
+            Some(s) => std::time::Duration::from_secs(s),
+            None => DEFAULT_SCAN_INTERVAL,
+        };
         let token = match (token, file.token, file.token_file) {
             (Some(t), _, _) | (None, Some(t), _) => t,
             (None, None, Some(tf)) => {
@@ -98,14 +110,14 @@ impl Config {
         if token.is_empty() || token.chars().any(|c| c.is_control() || c == ' ') {
             return Err(Error::Config("the device token is empty or has spaces or control characters — check CAIRN_TOKEN / --token / the token file".into()));
         }
-        Ok(Config { server, token: Token(token), dirs })
+        Ok(Config { server, token: Token(token), dirs, scan_interval })
     }
 }
 
 fn read_file_config(path: &Path) -> Result<FileConfig> {
     match std::fs::read_to_string(path) {
         Ok(text) => toml::from_str(&text)
-            .map_err(|e| Error::Config(format!("{}: {} — fix the file (keys: server, token, token_file)", path.display(), e.message()))),
+            .map_err(|e| Error::Config(format!("{}: {} — fix the file (keys: server, token, token_file, scan_interval)", path.display(), e.message()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileConfig::default()),
         Err(e) => Err(Error::io(path, e)),
     }
@@ -135,6 +147,7 @@ mod tests {
             server: "http://x".into(),
             token: Token("s3cr3t".into()),
             dirs: Dirs { config: "/c".into(), data: "/d".into() },
+            scan_interval: DEFAULT_SCAN_INTERVAL,
         };
         assert!(!format!("{c:?}").contains("s3cr3t"));
     }

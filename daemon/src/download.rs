@@ -27,6 +27,8 @@ pub struct PullStats {
     pub bytes_downloaded: u64,
     pub deleted: u64,
     pub conflicts: u64,
+    /// Remote renames applied as local renames (nothing downloaded).
+    pub moved: u64,
     #[serde(skip)]
     pub errors: Vec<Error>,
 }
@@ -87,7 +89,17 @@ impl Pull<'_> {
                     }
                 }
                 Op::ForgetSynced { path } => changes.push(SyncedChange::Remove(path.clone())),
-                Op::Upload { .. } | Op::DeleteRemote { .. } => {}
+                Op::MoveLocal { from, to, version } => match self.move_local(from, to, remote_tree, synced) {
+                    Ok(Some(entry)) => {
+                        stats.moved += 1;
+                        changes.push(SyncedChange::Remove(from.clone()));
+                        changes.push(SyncedChange::Put(to.clone(), SyncedEntry { version: *version, ..entry }));
+                    }
+                    // The source changed or vanished: download instead.
+                    Ok(None) => files.push(pb::PathVersion { path: to.clone(), version: version.0 }),
+                    Err(e) => stats.errors.push(e),
+                },
+                Op::Upload { .. } | Op::DeleteRemote { .. } | Op::MoveRemote { .. } => {}
             }
         }
         self.state.apply(self.folder, &changes)?;
@@ -241,6 +253,28 @@ impl Pull<'_> {
         }
         let md = std::fs::symlink_metadata(&disk).map_err(|e| Error::io(&disk, e))?;
         Ok((stat_of(&md), conflict))
+    }
+
+    /// Renames `from` to `to` when `from` is still exactly as synced and `to` is free, then sets
+    /// the remote entry's mode and mtime. `None`: the precondition failed (the caller downloads).
+    fn move_local(&self, from: &str, to: &str, remote_tree: &RemoteTree, synced: &SyncedTree) -> Result<Option<SyncedEntry>> {
+        let (src, dst) = (localfs::disk_path(self.root, from)?, localfs::disk_path(self.root, to)?);
+        let Some(r) = remote_tree.get(to).filter(|r| matches!(r.content, Some(Content::File { .. }))) else { return Ok(None) };
+        if !matches!(localfs::current(&src, synced.get(from))?, Current::AsSynced) || std::fs::symlink_metadata(&dst).is_ok() {
+            return Ok(None);
+        }
+        let dir = localfs::ensure_parents(self.root, to)?;
+        std::fs::rename(&src, &dst).map_err(|e| Error::path(to, format!("cannot rename {from:?} here: {e}")))?;
+        use std::os::unix::fs::PermissionsExt;
+        let f = std::fs::File::options().write(true).open(&dst).map_err(|e| Error::io(&dst, e))?;
+        f.set_permissions(std::fs::Permissions::from_mode(r.mode & 0o777)).map_err(|e| Error::io(&dst, e))?;
+        f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(r.mtime_ns.max(0) as u64)).map_err(|e| Error::io(&dst, e))?;
+        drop(f);
+        localfs::fsync_dir(&dir)?;
+        let stat = std::fs::symlink_metadata(&dst).map(|m| stat_of(&m)).map_err(|e| Error::io(&dst, e))?;
+        // The remote entry was checked to be a file just above.
+        let content = r.content.clone().expect("a live file");
+        Ok(Some(SyncedEntry { version: r.version, content, stat }))
     }
 
     /// Deletes only what still matches the synced entry; anything else is kept.

@@ -8,6 +8,8 @@ use cairn::config::Config;
 use cairn::error::{Error, exit};
 use clap::Parser;
 
+mod quickstart;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
@@ -36,6 +38,12 @@ fn init_logging(cli: &Cli) {
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
     let ui = Ui { quiet: cli.quiet, json: cli.json };
+    if let Command::Quickstart = cli.command {
+        // Needs no server or token: it starts its own and creates both.
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        rt.block_on(quickstart::run(ui))?;
+        return Ok(exit::OK);
+    }
     let cfg = Config::resolve(cli.server.clone(), cli.token.clone(), cli.home.as_deref())?;
     tracing::debug!(?cfg, "config");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -57,6 +65,47 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             );
             Ok(report(ui, &s, &human, &s.errors))
         }
+        Command::Add(a) => {
+            let root = cairn::live::add(&cfg, &a.dir, &a.namespace)?;
+            if ui.json {
+                println!("{}", serde_json::json!({ "folder": root, "namespace": a.namespace }));
+            } else if !ui.quiet {
+                eprintln!("syncing {} with namespace {} (run `cairn daemon`)", root.display(), a.namespace);
+            }
+            Ok(exit::OK)
+        }
+        Command::Remove(a) => {
+            let root = cairn::live::remove(&cfg, &a.dir)?;
+            if ui.json {
+                println!("{}", serde_json::json!({ "folder": root, "removed": true }));
+            } else if !ui.quiet {
+                eprintln!("no longer syncing {}", root.display());
+            }
+            Ok(exit::OK)
+        }
+        Command::Daemon(a) => {
+            let events = cairn::events::Events { json: ui.json, quiet: ui.quiet };
+            let interval = a.scan_interval.map(std::time::Duration::from_secs);
+            rt.block_on(cairn::live::daemon(&cfg, interval, events))?;
+            Ok(exit::OK)
+        }
+        Command::Status(a) => {
+            let rows = cairn::live::status(&cfg, a.dir.as_deref())?;
+            if ui.json {
+                println!("{}", serde_json::json!({ "folders": rows }));
+            } else {
+                for r in &rows {
+                    println!("{}\t{}\t{}\t{} files, {} bytes left{}", r.folder.display(), r.namespace, r.state, r.files_left, r.bytes_left,
+                        if r.detail.is_empty() { String::new() } else { format!("\t{}", r.detail) });
+                    for e in &r.errors {
+                        println!("  {}: {}", e.path, e.reason);
+                    }
+                }
+            }
+            let bad = rows.iter().any(|r| r.state == "error" || !r.errors.is_empty());
+            Ok(if bad { exit::PARTIAL } else { exit::OK })
+        }
+        Command::Quickstart => unreachable!("quickstart returns before the config is resolved"),
         Command::Versions(a) => {
             let versions = rt.block_on(commands::versions(&cfg, &a.namespace, &a.file))?;
             if ui.json {

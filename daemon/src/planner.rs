@@ -28,6 +28,12 @@ pub enum Op {
     RecordSynced { path: String, version: Version },
     /// Both sides deleted the path: forget the synced entry.
     ForgetSynced { path: String },
+    /// A local rename: commit `to` as a move of `from` (no chunk travels). `from_version` is the
+    /// synced (and still current remote) version of `from`; `base_version` that of `to` (0).
+    MoveRemote { from: String, to: String, from_version: Version, base_version: Version },
+    /// A remote rename: the local file at `from` already holds `to`'s content, so rename it here
+    /// instead of downloading.
+    MoveLocal { from: String, to: String, version: Version },
 }
 
 impl Op {
@@ -39,7 +45,9 @@ impl Op {
             | Op::MkdirLocal { path, .. }
             | Op::DeleteLocal { path }
             | Op::RecordSynced { path, .. }
-            | Op::ForgetSynced { path } => path,
+            | Op::ForgetSynced { path }
+            | Op::MoveRemote { to: path, .. }
+            | Op::MoveLocal { to: path, .. } => path,
         }
     }
 
@@ -50,13 +58,21 @@ impl Op {
 
     /// Push runs these; pull runs the others (plus the bookkeeping ones, which both run).
     pub fn is_upload_side(&self) -> bool {
-        matches!(self, Op::Upload { .. } | Op::DeleteRemote { .. } | Op::RecordSynced { .. } | Op::ForgetSynced { .. })
+        matches!(
+            self,
+            Op::Upload { .. } | Op::DeleteRemote { .. } | Op::MoveRemote { .. } | Op::RecordSynced { .. } | Op::ForgetSynced { .. }
+        )
     }
 
     pub fn is_download_side(&self) -> bool {
         matches!(
             self,
-            Op::Download { .. } | Op::MkdirLocal { .. } | Op::DeleteLocal { .. } | Op::RecordSynced { .. } | Op::ForgetSynced { .. }
+            Op::Download { .. }
+                | Op::MkdirLocal { .. }
+                | Op::DeleteLocal { .. }
+                | Op::MoveLocal { .. }
+                | Op::RecordSynced { .. }
+                | Op::ForgetSynced { .. }
         )
     }
 }
@@ -130,6 +146,8 @@ fn needs_record(local: &LocalEntry, synced: Option<&SyncedEntry>, remote_version
     // A directory's mtime changes whenever a child does: not worth a write.
     !matches!(local.content, Content::Dir) && s.stat != local.stat
 }
+
+pub mod moves;
 
 #[cfg(test)]
 mod tests;

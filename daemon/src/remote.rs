@@ -174,6 +174,20 @@ impl Remote {
         self.unary("GetManifests", req, |mut c, r| async move { c.get_manifests(r).await }).await
     }
 
+    /// Log entries after `cursor` (at most `limit`), waiting up to `wait_ms` when there are none.
+    pub async fn list_changes(&self, cursor: Seq, limit: u32, wait_ms: u32) -> Result<pb::ListChangesResponse> {
+        let req = pb::ListChangesRequest { namespace: self.namespace.clone(), cursor: cursor.0, limit, wait_ms };
+        self.unary("ListChanges", req, |mut c, r| async move { c.list_changes(r).await }).await
+    }
+
+    /// The log after `cursor`, then every new batch as it is committed (no retries: the caller
+    /// reconnects with backoff).
+    pub async fn subscribe(&self, cursor: Seq) -> Result<tonic::Streaming<pb::ChangeBatch>> {
+        let req = pb::SubscribeRequest { namespace: self.namespace.clone(), cursor: cursor.0 };
+        let mut c = self.client.clone();
+        c.subscribe(req).await.map(tonic::Response::into_inner).map_err(|s| Error::rpc("Subscribe", s, &self.server))
+    }
+
     pub async fn list_versions(&self, path: &str) -> Result<Vec<pb::Entry>> {
         let req = pb::ListVersionsRequest { namespace: self.namespace.clone(), path: path.to_owned() };
         Ok(self.unary("ListVersions", req, |mut c, r| async move { c.list_versions(r).await }).await?.versions)

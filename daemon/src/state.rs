@@ -26,7 +26,10 @@ pub struct State {
 }
 
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(include_str!("../../migrations/daemon/0001_init.sql"))])
+    Migrations::new(vec![
+        M::up(include_str!("../../migrations/daemon/0001_init.sql")),
+        M::up(include_str!("../../migrations/daemon/0002_live.sql")),
+    ])
 }
 
 impl State {
@@ -47,7 +50,34 @@ impl State {
         Ok(State { conn, path: path.to_owned() })
     }
 
-    fn err(&self) -> impl Fn(rusqlite::Error) -> Error + '_ {
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Marks the folder as one the daemon syncs (`cairn add`); returns its id.
+    pub fn add_live(&self, root: &Path, namespace: &str, server: &str) -> Result<FolderId> {
+        let id = self.folder(root, namespace, server)?;
+        self.conn.execute("UPDATE folders SET live = 1 WHERE id = ?1", [id.0]).map_err(self.err())?;
+        Ok(id)
+    }
+
+    /// Stops syncing every folder at `root` (`cairn remove`); returns how many there were.
+    pub fn remove_live(&self, root: &Path) -> Result<usize> {
+        self.conn
+            .execute("UPDATE folders SET live = 0 WHERE root = ?1 AND live = 1", [root.to_string_lossy()])
+            .map_err(self.err())
+    }
+
+    /// The folders the daemon syncs: (id, root, namespace, server).
+    pub fn live_folders(&self) -> Result<Vec<(FolderId, PathBuf, String, String)>> {
+        let mut stmt = self.conn.prepare("SELECT id, root, namespace, server FROM folders WHERE live = 1 ORDER BY root").map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| Ok((FolderId(r.get(0)?), PathBuf::from(r.get::<_, String>(1)?), r.get(2)?, r.get(3)?)))
+            .map_err(self.err())?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(self.err())
+    }
+
+    pub(crate) fn err(&self) -> impl Fn(rusqlite::Error) -> Error + '_ {
         move |source| Error::State { path: self.path.clone(), source }
     }
 

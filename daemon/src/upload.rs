@@ -32,6 +32,8 @@ pub struct PushStats {
     pub committed: u64,
     pub deleted: u64,
     pub conflicts: u64,
+    /// Local renames committed as moves (no chunk travelled).
+    pub moved: u64,
     #[serde(skip)]
     pub errors: Vec<Error>,
 }
@@ -242,6 +244,18 @@ impl Push<'_> {
                     items.push(pb::CommitItem { path: path.clone(), base_version: base_version.0, delete: true, ..Default::default() });
                     sent.push(*op);
                 }
+                Op::MoveRemote { from, to, from_version, base_version } => {
+                    let Some(e) = scanned.tree.get(to) else { continue };
+                    items.push(pb::CommitItem {
+                        path: to.clone(),
+                        base_version: base_version.0,
+                        meta: Some(meta_of(e, &[])),
+                        move_from: from.clone(),
+                        move_from_version: from_version.0,
+                        ..Default::default()
+                    });
+                    sent.push(*op);
+                }
                 Op::RecordSynced { path, version } => {
                     if let Some(e) = scanned.tree.get(path) {
                         changes.push(SyncedChange::Put(path.clone(), synced_of(e, *version)));
@@ -263,6 +277,17 @@ impl Push<'_> {
         let path = op.path().to_owned();
         let status = r.status();
         match (op, status) {
+            (Op::MoveRemote { from, .. }, S::Committed | S::Unchanged) => {
+                stats.moved += 1;
+                changes.push(SyncedChange::Remove(from.clone()));
+                if let Some(e) = scanned.tree.get(&path) {
+                    changes.push(SyncedChange::Put(path, synced_of(e, Version(r.version))));
+                }
+            }
+            (Op::MoveRemote { .. }, S::Rejected | S::Unspecified) => {
+                // The next round re-plans: the rename then goes up as a delete and an upload.
+                stats.errors.push(Error::path(&path, format!("the server refused the move: {}", r.error)));
+            }
             (_, S::Rejected | S::Unspecified) => {
                 stats.errors.push(Error::path(&path, format!("the server refused it: {}", r.error)));
             }

@@ -202,6 +202,7 @@ impl Device {
                 let c = self.local[path].content.clone();
                 self.record(path, version.0, c);
             }
+            Op::MoveRemote { .. } | Op::MoveLocal { .. } => unreachable!("plan() never pairs moves; moves::pair does"),
         }
     }
 }

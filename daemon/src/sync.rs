@@ -1,0 +1,362 @@
+//! One folder's control task: it alone owns the folder's remote tree, cursor and state DB
+//! connection. Each round drains the log, scans, plans with all three trees, executes both sides,
+//! and repeats until the plan is empty.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cairn_proto::{Seq, pb};
+use indicatif::ProgressBar;
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::chunker::ChunkParams;
+use crate::commands::{known_locally, open_remote, params_of, workers};
+use crate::config::Config;
+use crate::download::Pull;
+use crate::error::{Error, Result};
+use crate::events::Events;
+use crate::ignore_rules::IgnoreRules;
+use crate::planner::{Op, moves, plan};
+use crate::remote::Remote;
+use crate::scanner::{MARKER, TMP_PREFIX, scan};
+use crate::state::{FolderId, State};
+use crate::status::{FolderStatus, PathError, SyncState};
+use crate::tree::{Content, RemoteEntry, RemoteTree};
+use crate::upload::Push;
+use crate::watch::{Trigger, follow_remote, jitter, watch_local};
+
+/// Rounds per wake-up before waiting for the next one (a plan that never empties, e.g. a file
+/// that keeps changing while read, must not spin).
+const MAX_ROUNDS: usize = 8;
+/// A round that left per-path errors is retried after this long.
+const RETRY_AFTER: Duration = Duration::from_millis(1000);
+/// Periodic scans when the watcher is unavailable.
+const FALLBACK_SCAN: Duration = Duration::from_secs(2);
+const CHANGES_PAGE: u32 = 1000;
+
+/// One synced folder, as the daemon runs it.
+pub struct FolderSync {
+    pub root: PathBuf,
+    pub namespace: String,
+    pub folder: FolderId,
+    pub events: Events,
+    pub scan_interval: Duration,
+    state: State,
+    remote: Remote,
+    info: pb::NamespaceInfo,
+    params: ChunkParams,
+    remote_tree: RemoteTree,
+    /// The log position `remote_tree` reflects; persisted once a round applied it.
+    cursor: Seq,
+}
+
+/// What one round did.
+struct Round {
+    ops: usize,
+    errors: Vec<Error>,
+}
+
+impl FolderSync {
+    /// Connects and pages through the namespace's tree (the starting remote tree).
+    pub async fn open(cfg: &Config, folder: FolderId, root: PathBuf, namespace: String, events: Events) -> Result<Self> {
+        let state = State::open(&cfg.dirs.state_db())?;
+        let (remote, info, remote_tree, head, errors) = open_remote(cfg, &namespace).await?;
+        for e in errors {
+            events.emit("error", json!({ "folder": root, "error": e.to_string() }));
+        }
+        let params = params_of(&info)?;
+        Ok(FolderSync { root, namespace, folder, events, scan_interval: cfg.scan_interval, state, remote, info, params, remote_tree, cursor: head })
+    }
+
+    /// Runs until `shutdown` turns true. A round in progress finishes first (every local write is
+    /// temp-then-rename, every commit one transaction), so nothing is left half-applied.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        remove_stale_temps(&self.root);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let follower = tokio::spawn(follow_remote(self.remote.clone(), self.cursor, tx.clone()));
+        let mut watch_failed = None;
+        let _watcher = match watch_local(&self.root, tx.clone()) {
+            Ok(w) => Some(w),
+            Err(detail) => {
+                self.events.emit("error", json!({ "folder": self.root, "error": detail }));
+                watch_failed = Some(detail);
+                None
+            }
+        };
+        let mut next_scan = Instant::now();
+        let mut retry_at: Option<Instant> = None;
+        let mut offline_backoff = Duration::from_millis(200);
+        let mut first = true;
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let due = retry_at.is_some_and(|t| t <= Instant::now()) || next_scan <= Instant::now();
+            if due {
+                retry_at = None;
+                let interval = if watch_failed.is_some() { self.scan_interval.min(FALLBACK_SCAN) } else { self.scan_interval };
+                next_scan = Instant::now() + interval;
+                match self.sync_until_quiet().await {
+                    Ok((errors, worked)) if errors.is_empty() => {
+                        offline_backoff = Duration::from_millis(200);
+                        let detail = watch_failed.clone().unwrap_or_default();
+                        self.report(SyncState::UpToDate, &[], detail);
+                        if worked || first {
+                            self.events.emit("idle", json!({ "folder": self.root, "cursor": self.cursor.0 }));
+                        }
+                        first = false;
+                    }
+                    Ok((errors, _)) => {
+                        offline_backoff = Duration::from_millis(200);
+                        self.report(SyncState::Error, &errors, "some paths could not be synced; retrying".into());
+                        self.events.emit("idle", json!({ "folder": self.root, "cursor": self.cursor.0, "errors": errors.len() }));
+                        retry_at = Some(Instant::now() + RETRY_AFTER);
+                    }
+                    Err(Paused(why)) => {
+                        self.report(SyncState::Paused, &[], why);
+                        retry_at = Some(Instant::now() + FALLBACK_SCAN);
+                    }
+                    Err(Failed(e)) => {
+                        let state = if e.is_transient() { SyncState::Offline } else { SyncState::Error };
+                        self.events.emit("error", json!({ "folder": self.root, "error": e.to_string() }));
+                        self.report(state, &[], e.to_string());
+                        retry_at = Some(Instant::now() + jitter(offline_backoff));
+                        offline_backoff = (offline_backoff * 2).min(Duration::from_secs(30));
+                    }
+                }
+            }
+            let wake = retry_at.map_or(next_scan, |t| t.min(next_scan));
+            tokio::select! {
+                _ = shutdown.changed() => {}
+                t = rx.recv() => {
+                    let mut t = t;
+                    // Fold every queued wake-up into this one.
+                    while let Some(trigger) = t {
+                        match trigger {
+                            Trigger::WatchFailed(d) => {
+                                self.events.emit("error", json!({ "folder": self.root, "error": d }));
+                                watch_failed = Some(d);
+                            }
+                            Trigger::RemoteDown(d) => tracing::info!("{}: {d}", self.root.display()),
+                            Trigger::Local(_) | Trigger::Remote => {}
+                        }
+                        t = rx.try_recv().ok();
+                    }
+                    retry_at = Some(Instant::now());
+                }
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        }
+        follower.abort();
+        self.events.emit("stopped", json!({ "folder": self.root }));
+    }
+
+    fn report(&self, state: SyncState, errors: &[Error], detail: String) {
+        let errors = errors.iter().map(path_error).collect();
+        let s = FolderStatus { state, files_left: 0, bytes_left: 0, errors, detail };
+        if let Err(e) = self.state.write_status(self.folder, &s) {
+            tracing::warn!("cannot record the folder's status: {e}");
+        }
+    }
+
+    /// Rounds until the plan is empty (or `MAX_ROUNDS`); returns the last round's per-path errors
+    /// and whether any round had work.
+    async fn sync_until_quiet(&mut self) -> std::result::Result<(Vec<Error>, bool), Stop> {
+        let mut last = Vec::new();
+        let mut worked = false;
+        for _ in 0..MAX_ROUNDS {
+            let round = self.round().await?;
+            if round.ops == 0 {
+                return Ok((round.errors, worked));
+            }
+            worked = true;
+            last = round.errors;
+        }
+        Ok((last, worked))
+    }
+
+    /// Brings `remote_tree` up to the log head (our own commits included).
+    async fn drain_changes(&mut self) -> Result<()> {
+        loop {
+            let r = self.remote.list_changes(self.cursor, CHANGES_PAGE, 0).await?;
+            for e in &r.entries {
+                if cairn_proto::validate_path(&e.path).is_err() {
+                    continue;
+                }
+                match RemoteEntry::from_pb(e) {
+                    Some(entry) => {
+                        self.remote_tree.insert(e.path.clone(), entry);
+                    }
+                    None => tracing::warn!("{}: the server sent an entry this client cannot read", e.path),
+                }
+            }
+            self.cursor = Seq(r.cursor.max(self.cursor.0));
+            if !r.more || r.entries.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// One scan → plan → execute pass over the whole folder.
+    async fn round(&mut self) -> std::result::Result<Round, Stop> {
+        check_root(&self.root)?;
+        self.drain_changes().await?;
+        let mut synced = self.state.synced(self.folder)?;
+        let mut scanned = scan(&self.root, &synced, self.params, workers(), &ProgressBar::hidden()).await?;
+        let mut errors = std::mem::take(&mut scanned.errors);
+        let rules = IgnoreRules::load(&self.root, &scanned.tree);
+        let mut remote = self.remote_tree.clone();
+        let root = self.root.clone();
+        moves::filter_ignored(&mut remote, &mut synced, |p, d| rules.is_ignored(&root, p, d));
+        let ops: Vec<Op> = plan(&scanned.tree, &remote, &synced).into_iter().filter(|op| known_locally(op, &scanned)).collect();
+        let ops = moves::pair(ops, &scanned.tree, &remote, &synced);
+        let work = ops.iter().filter(|op| !matches!(op, Op::RecordSynced { .. } | Op::ForgetSynced { .. })).count();
+        if ops.is_empty() {
+            self.persist_cursor()?;
+            return Ok(Round { ops: 0, errors });
+        }
+        let (files_left, bytes_left) = left(&ops, &scanned, &remote);
+        let status = FolderStatus { state: SyncState::Syncing, files_left, bytes_left, errors: Vec::new(), detail: String::new() };
+        self.state.write_status(self.folder, &status)?;
+        let (up, down): (Vec<Op>, Vec<Op>) = ops.iter().cloned().partition(Op::is_upload_side);
+        let bar = ProgressBar::hidden();
+        let mut push = Push {
+            remote: &self.remote,
+            root: &self.root,
+            params: self.params,
+            pack_threshold: self.info.pack_threshold.max(1),
+            pack_target: self.info.pack_target.max(1),
+            state: &mut self.state,
+            folder: self.folder,
+            progress: &bar,
+        };
+        let mut ps = push.run(&up, &mut scanned).await?;
+        let device = if self.info.device.is_empty() { "this device".to_owned() } else { self.info.device.clone() };
+        let mut pull = Pull { remote: &self.remote, root: &self.root, device: &device, state: &mut self.state, folder: self.folder, progress: &bar };
+        let mut ds = pull.run(&down, &remote, &synced).await?;
+        errors.append(&mut ps.errors);
+        errors.append(&mut ds.errors);
+        self.emit_round(&ops, &errors, &scanned, &remote);
+        self.events.emit(
+            "round",
+            json!({
+                "folder": self.root, "ops": work, "chunks_uploaded": ps.chunks_uploaded, "bytes_uploaded": ps.bytes_uploaded,
+                "committed": ps.committed, "moved_remote": ps.moved, "moved_local": ds.moved, "files_written": ds.files_written,
+                "chunks_downloaded": ds.chunks_downloaded, "bytes_downloaded": ds.bytes_downloaded,
+                "conflicts": ps.conflicts + ds.conflicts, "errors": errors.len(),
+            }),
+        );
+        self.persist_cursor()?;
+        // Bookkeeping-only rounds (RecordSynced) count as quiet once applied.
+        Ok(Round { ops: work, errors })
+    }
+
+    fn persist_cursor(&self) -> Result<()> {
+        self.state.set_device_and_cursor(self.folder, &self.info.device, self.cursor)
+    }
+
+    /// One event per executed path (failed paths get an `error` event instead).
+    fn emit_round(&self, ops: &[Op], errors: &[Error], scanned: &crate::scanner::Scanned, remote: &RemoteTree) {
+        let failed: std::collections::HashSet<&str> = errors
+            .iter()
+            .filter_map(|e| match e {
+                Error::Path { path, .. } => Some(path.as_str()),
+                _ => None,
+            })
+            .collect();
+        for op in ops {
+            let path = op.path();
+            if failed.contains(path) {
+                continue;
+            }
+            let (kind, extra) = match op {
+                Op::Upload { conflict: true, .. } => ("conflict", json!({ "side": "local" })),
+                Op::Upload { .. } => ("uploaded", json!({ "size": scanned.tree.get(path).map_or(0, |e| e.stat.size) })),
+                Op::Download { conflict: true, .. } => ("conflict", json!({ "side": "remote" })),
+                Op::Download { .. } => ("downloaded", json!({ "size": remote.get(path).map_or(0, |e| e.size) })),
+                Op::MkdirLocal { .. } => ("downloaded", json!({ "dir": true })),
+                Op::DeleteRemote { .. } => ("deleted", json!({ "side": "remote" })),
+                Op::DeleteLocal { .. } => ("deleted", json!({ "side": "local" })),
+                Op::MoveRemote { from, .. } => ("moved", json!({ "from": from, "side": "remote" })),
+                Op::MoveLocal { from, .. } => ("moved", json!({ "from": from, "side": "local" })),
+                Op::RecordSynced { .. } | Op::ForgetSynced { .. } => continue,
+            };
+            let mut v = extra;
+            v["folder"] = json!(self.root);
+            v["path"] = json!(path);
+            self.events.emit(kind, v);
+        }
+        for e in errors {
+            self.events.emit("error", json!({ "folder": self.root, "path": path_error(e).path, "error": e.to_string() }));
+        }
+    }
+}
+
+/// Why a round stopped early.
+enum Stop {
+    /// The root or its marker is missing: sync nothing (above all, propagate no deletes).
+    Paused(String),
+    Failed(Error),
+}
+use Stop::{Failed, Paused};
+
+impl From<Error> for Stop {
+    fn from(e: Error) -> Self {
+        Failed(e)
+    }
+}
+
+fn check_root(root: &std::path::Path) -> std::result::Result<(), Stop> {
+    if !root.is_dir() {
+        return Err(Paused(format!("{} is missing (unmounted?); paused, nothing is deleted", root.display())));
+    }
+    if std::fs::symlink_metadata(root.join(MARKER)).is_err() {
+        return Err(Paused(format!(
+            "the root marker {} is gone; paused, nothing is deleted — run `cairn add` again if this is the right folder",
+            root.join(MARKER).display()
+        )));
+    }
+    Ok(())
+}
+
+fn path_error(e: &Error) -> PathError {
+    match e {
+        Error::Path { path, reason } => PathError { path: path.clone(), reason: reason.clone() },
+        other => PathError { path: String::new(), reason: other.to_string() },
+    }
+}
+
+/// Files and bytes the plan still has to move.
+fn left(ops: &[Op], scanned: &crate::scanner::Scanned, remote: &RemoteTree) -> (u64, u64) {
+    let mut files = 0;
+    let mut bytes = 0;
+    for op in ops {
+        match op {
+            Op::Upload { path, .. } if matches!(scanned.tree.get(path).map(|e| &e.content), Some(Content::File { .. })) => {
+                files += 1;
+                bytes += scanned.tree.get(path).map_or(0, |e| e.stat.size);
+            }
+            Op::Download { path, .. } => {
+                files += 1;
+                bytes += remote.get(path).map_or(0, |e| e.size);
+            }
+            _ => {}
+        }
+    }
+    (files, bytes)
+}
+
+/// Temp files left by a killed run are never at a target path, but they waste space: remove them.
+fn remove_stale_temps(root: &std::path::Path) {
+    let walker = ignore::WalkBuilder::new(root).standard_filters(false).follow_links(false).build();
+    for entry in walker.flatten() {
+        if entry.file_name().to_str().is_some_and(|n| n.starts_with(TMP_PREFIX))
+            && entry.file_type().is_some_and(|t| !t.is_dir())
+            && let Err(e) = std::fs::remove_file(entry.path())
+        {
+            tracing::warn!("cannot remove the stale temp file {}: {e}", entry.path().display());
+        }
+    }
+}
