@@ -2,6 +2,7 @@
 //! `cairn` binaries, and tree builders/comparers. Every process is killed on `Drop`; readiness is
 //! polled, never slept for.
 
+pub mod daemon;
 pub mod garage;
 pub mod grpc;
 pub mod tree;

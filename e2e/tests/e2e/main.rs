@@ -15,3 +15,4 @@ pub(crate) use on_every_backend;
 
 mod foundation;
 mod hostile;
+mod live;

@@ -1,0 +1,242 @@
+//! Live sync acceptance (issue 3): `cairn daemon` processes for devices A, B and C on one server
+//! keep their folders equal. Convergence is polled, never slept for.
+
+use anyhow::{Result, ensure};
+use cairn_e2e::daemon::Daemon;
+use cairn_e2e::tree::{Node, random_bytes, snapshot, write};
+use cairn_e2e::{Backend, CairnServer, Device, wait_for};
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+const CONVERGE: Duration = Duration::from_secs(90);
+
+/// One device with its folder (added, not yet running).
+struct Dev {
+    device: Device,
+    dir: tempfile::TempDir,
+}
+
+impl Dev {
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    fn start(&self) -> Result<Daemon> {
+        self.device.daemon()
+    }
+}
+
+fn devices(backend: Backend, names: &[&str]) -> Result<(CairnServer, Vec<Dev>)> {
+    let s = CairnServer::start(backend)?;
+    // `serve` prints its address before it has migrated its database, so the first admin call can
+    // race the migration: poll until the namespace exists.
+    wait_for("the namespace to be created", Duration::from_secs(20), || s.create_namespace("team").ok())?;
+    let mut out = Vec::new();
+    for n in names {
+        let device = s.device("team", n)?;
+        let dir = tempfile::tempdir()?;
+        device.add(dir.path())?;
+        out.push(Dev { device, dir });
+    }
+    Ok((s, out))
+}
+
+/// Waits until every folder holds the same tree and `check` accepts it; returns that tree.
+fn converge(devs: &[&Dev], what: &str, check: impl Fn(&BTreeMap<String, Node>) -> bool) -> Result<BTreeMap<String, Node>> {
+    let mut last = String::new();
+    let r = wait_for(what, CONVERGE, || {
+        let snaps: Vec<_> = devs.iter().map(|d| snapshot(d.path()).ok()).collect::<Option<Vec<_>>>()?;
+        let first = snaps[0].clone();
+        let same = snaps.iter().all(|s| *s == first);
+        let temps = first.keys().any(|k| k.contains(".cairn-tmp-"));
+        last = format!("{snaps:#?}");
+        (same && !temps && check(&first)).then_some(first)
+    });
+    if r.is_err() {
+        eprintln!("last seen trees: {}", &last[..last.len().min(6000)]);
+    }
+    r
+}
+
+fn file_is(t: &BTreeMap<String, Node>, path: &str, bytes: &[u8]) -> bool {
+    matches!(t.get(path), Some(Node::File { hash, .. }) if *hash == blake3::hash(bytes).to_hex().to_string())
+}
+
+fn contents(t: &BTreeMap<String, Node>) -> Vec<String> {
+    t.values().filter_map(|n| if let Node::File { hash, .. } = n { Some(hash.clone()) } else { None }).collect()
+}
+
+fn creates_edits_deletes_renames_dirs_and_modes_reach_every_device(backend: Backend) -> Result<()> {
+    let (_s, d) = devices(backend, &["a", "b", "c"])?;
+    let _run: Vec<Daemon> = d.iter().map(Dev::start).collect::<Result<_>>()?;
+    let a = d[0].path();
+    let all: Vec<&Dev> = d.iter().collect();
+
+    write(a, "docs/readme.txt", b"hello")?;
+    fs::create_dir_all(a.join("empty/inner"))?;
+    write(a, "bin/tool.sh", b"#!/bin/sh\n")?;
+    std::os::unix::fs::symlink("../docs/readme.txt", a.join("bin/link"))?;
+    converge(&all, "creates", |t| file_is(t, "docs/readme.txt", b"hello") && t.contains_key("empty/inner") && t.contains_key("bin/link"))?;
+
+    write(a, "docs/readme.txt", b"hello, edited")?;
+    fs::set_permissions(a.join("bin/tool.sh"), fs::Permissions::from_mode(0o755))?;
+    converge(&all, "edit and chmod +x", |t| {
+        file_is(t, "docs/readme.txt", b"hello, edited") && matches!(t.get("bin/tool.sh"), Some(Node::File { mode, .. }) if mode & 0o100 != 0)
+    })?;
+
+    fs::rename(a.join("docs/readme.txt"), a.join("moved.txt"))?;
+    fs::remove_dir(a.join("empty/inner"))?;
+    fs::remove_file(a.join("bin/link"))?;
+    converge(&all, "rename, rmdir, delete", |t| {
+        file_is(t, "moved.txt", b"hello, edited") && !t.contains_key("docs/readme.txt") && !t.contains_key("empty/inner") && !t.contains_key("bin/link")
+    })?;
+    Ok(())
+}
+
+crate::on_every_backend!(creates_edits_deletes_renames_dirs_and_modes_reach_every_device);
+
+#[test]
+fn concurrent_edits_of_one_file_keep_both_contents_everywhere() -> Result<()> {
+    let (_s, d) = devices(Backend::Local, &["a", "b", "c"])?;
+    let all: Vec<&Dev> = d.iter().collect();
+    {
+        let _run: Vec<Daemon> = d.iter().map(Dev::start).collect::<Result<_>>()?;
+        write(d[0].path(), "plan.txt", b"v1")?;
+        converge(&all, "the first version", |t| file_is(t, "plan.txt", b"v1"))?;
+    }
+    // All daemons stopped (dropped): both edit the same file.
+    write(d[0].path(), "plan.txt", b"from a")?;
+    write(d[1].path(), "plan.txt", b"from b")?;
+    let _run: Vec<Daemon> = d.iter().map(Dev::start).collect::<Result<_>>()?;
+    let t = converge(&all, "both edits everywhere", |t| {
+        let c = contents(t);
+        c.contains(&blake3::hash(b"from a").to_hex().to_string()) && c.contains(&blake3::hash(b"from b").to_hex().to_string())
+    })?;
+    ensure!(t.keys().any(|k| k.contains("conflicted copy")), "one side is a conflict copy: {t:?}");
+    Ok(())
+}
+
+#[test]
+fn an_edit_survives_a_concurrent_delete_on_another_device() -> Result<()> {
+    let (_s, d) = devices(Backend::Local, &["a", "b"])?;
+    let all: Vec<&Dev> = d.iter().collect();
+    {
+        let _run: Vec<Daemon> = d.iter().map(Dev::start).collect::<Result<_>>()?;
+        write(d[0].path(), "notes.txt", b"v1")?;
+        converge(&all, "the first version", |t| file_is(t, "notes.txt", b"v1"))?;
+    }
+    write(d[0].path(), "notes.txt", b"edited on a")?;
+    fs::remove_file(d[1].path().join("notes.txt"))?;
+    let _run: Vec<Daemon> = d.iter().map(Dev::start).collect::<Result<_>>()?;
+    converge(&all, "the edit everywhere", |t| contents(t).contains(&blake3::hash(b"edited on a").to_hex().to_string()))?;
+    Ok(())
+}
+
+#[test]
+fn offline_changes_on_both_sides_converge_after_a_restart_with_nothing_lost() -> Result<()> {
+    let (_s, d) = devices(Backend::Local, &["a", "b"])?;
+    let all: Vec<&Dev> = d.iter().collect();
+    let run_a = d[0].start()?;
+    for i in 0..20 {
+        write(d[0].path(), &format!("base/{i}.txt"), format!("base {i}").as_bytes())?;
+    }
+    {
+        let _b = d[1].start()?;
+        converge(&all, "the base tree", |t| t.len() >= 21)?;
+        _b.stop()?;
+    }
+    // B is stopped: A makes 50 changes (30 new, 10 edits, 10 deletes), B 10 of its own.
+    for i in 0..30 {
+        write(d[0].path(), &format!("from-a/{i}.txt"), format!("a {i}").as_bytes())?;
+    }
+    for i in 0..10 {
+        write(d[0].path(), &format!("base/{i}.txt"), format!("edited by a {i}").as_bytes())?;
+        fs::remove_file(d[0].path().join(format!("base/{}.txt", i + 10)))?;
+    }
+    for i in 0..10 {
+        write(d[1].path(), &format!("from-b/{i}.txt"), format!("b {i}").as_bytes())?;
+    }
+    let _b = d[1].start()?;
+    converge(&all, "both sides' changes", |t| {
+        (0..30).all(|i| file_is(t, &format!("from-a/{i}.txt"), format!("a {i}").as_bytes()))
+            && (0..10).all(|i| file_is(t, &format!("from-b/{i}.txt"), format!("b {i}").as_bytes()))
+            && (0..10).all(|i| file_is(t, &format!("base/{i}.txt"), format!("edited by a {i}").as_bytes()))
+            && (10..20).all(|i| !t.contains_key(&format!("base/{i}.txt")))
+    })?;
+    drop(run_a);
+    Ok(())
+}
+
+#[test]
+fn a_daemon_killed_mid_transfer_converges_after_a_restart_without_visible_temp_files() -> Result<()> {
+    let (s, d) = devices(Backend::Local, &["a", "b"])?;
+    let all: Vec<&Dev> = d.iter().collect();
+    for i in 0..4u64 {
+        write(d[0].path(), &format!("big/{i}.bin"), &random_bytes(i + 7, 24 * 1024 * 1024))?;
+    }
+    // Kill A while it uploads (right after it started), and B while it downloads.
+    let a = d[0].device.daemon_no_wait()?;
+    let blobs = s.dir.path().join("blobs");
+    let stored = || walk_count(&blobs);
+    wait_for("A's first stored object", CONVERGE, || (stored() > 0).then_some(()))?;
+    a.kill();
+    let a = d[0].start()?;
+    let b = d[1].device.daemon_no_wait()?;
+    wait_for("B to write its first file", CONVERGE, || d[1].path().join("big").read_dir().ok()?.next().map(|_| ()))?;
+    b.kill();
+    let _b = d[1].start()?;
+    converge(&all, "the big files everywhere", |t| (0..4).all(|i| t.contains_key(&format!("big/{i}.bin"))))?;
+    drop(a);
+    Ok(())
+}
+
+/// Files below `dir` (0 when it does not exist yet).
+fn walk_count(dir: &Path) -> usize {
+    let Ok(rd) = fs::read_dir(dir) else { return 0 };
+    rd.flatten().map(|e| if e.path().is_dir() { walk_count(&e.path()) } else { 1 }).sum()
+}
+
+#[test]
+fn a_burst_of_a_thousand_files_converges_on_every_device() -> Result<()> {
+    let (_s, d) = devices(Backend::Local, &["a", "b", "c"])?;
+    let all: Vec<&Dev> = d.iter().collect();
+    let _run: Vec<Daemon> = d.iter().map(Dev::start).collect::<Result<_>>()?;
+    for i in 0..1000 {
+        write(d[0].path(), &format!("burst/{:02}/{i}.txt", i % 20), format!("file {i}").as_bytes())?;
+    }
+    converge(&all, "1000 files", |t| t.keys().filter(|k| k.ends_with(".txt")).count() == 1000)?;
+    Ok(())
+}
+
+#[test]
+fn renaming_a_hundred_mib_file_uploads_no_chunk() -> Result<()> {
+    let (_s, d) = devices(Backend::Local, &["a", "b"])?;
+    let all: Vec<&Dev> = d.iter().collect();
+    let run_a = d[0].start()?;
+    let _b = d[1].start()?;
+    write(d[0].path(), "video.bin", &random_bytes(42, 100 * 1024 * 1024))?;
+    converge(&all, "the big file", |t| t.contains_key("video.bin"))?;
+    let mark = run_a.events().len();
+    fs::create_dir(d[0].path().join("archive"))?;
+    fs::rename(d[0].path().join("video.bin"), d[0].path().join("archive/video.bin"))?;
+    converge(&all, "the renamed file", |t| t.contains_key("archive/video.bin") && !t.contains_key("video.bin"))?;
+    let after = run_a.events_since(mark);
+    let uploaded: u64 = after.iter().filter(|e| e["event"] == "round").filter_map(|e| e["chunks_uploaded"].as_u64()).sum();
+    ensure!(uploaded == 0, "the rename uploaded {uploaded} chunks: {after:?}");
+    ensure!(after.iter().any(|e| e["event"] == "moved"), "no move event: {after:?}");
+    Ok(())
+}
+
+#[test]
+fn status_reports_each_folder_up_to_date_once_synced() -> Result<()> {
+    let (_s, d) = devices(Backend::Local, &["a"])?;
+    let _a = d[0].start()?;
+    let st = wait_for("status up_to_date", CONVERGE, || {
+        let v = d[0].device.status().ok()?;
+        (v["folders"][0]["state"] == "up_to_date").then_some(v)
+    })?;
+    ensure!(st["folders"][0]["daemon_running"] == true, "{st}");
+    Ok(())
+}
