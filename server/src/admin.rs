@@ -1,0 +1,90 @@
+//! Administration on the database file itself: namespaces and device tokens. Safe while `serve` runs.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension};
+use sha2::{Digest, Sha256};
+
+use crate::db;
+use crate::error::{Error, Result};
+
+/// Creates the database if needed and brings its schema up to date.
+pub fn init_db(db: &Path) -> Result<(), Error> {
+    db::open(db).map(drop)
+}
+
+/// Creates a namespace with the default chunking parameters.
+pub fn create_namespace(db: &Path, name: &str) -> Result<(), Error> {
+    validate_name("namespace", name)?;
+    let conn = db::open(db)?;
+    let inserted = conn.execute(
+        "INSERT OR IGNORE INTO namespaces (name, chunk_min, chunk_avg, chunk_max, created_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        (
+            name,
+            cairn_proto::DEFAULT_CHUNK_MIN,
+            cairn_proto::DEFAULT_CHUNK_AVG,
+            cairn_proto::DEFAULT_CHUNK_MAX,
+            db::now_ms(),
+        ),
+    )?;
+    if inserted == 0 {
+        return Err(Error::AlreadyExists(format!("namespace {name:?} already exists")));
+    }
+    Ok(())
+}
+
+/// Creates a device token for `namespace` and returns it. Only its hash is stored: show it once.
+pub fn create_token(db: &Path, namespace: &str, device: &str) -> Result<String, Error> {
+    validate_name("device", device)?;
+    let conn = db::open(db)?;
+    let ns_id = namespace_id(&conn, namespace)?
+        .ok_or_else(|| Error::NotFound(format!("namespace {namespace:?} does not exist; create it first")))?;
+    let raw: [u8; 32] = rand::random();
+    let token = format!("cairn_{}", hex::encode(raw));
+    conn.execute(
+        "INSERT INTO tokens (namespace_id, device, token_hash, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
+        (ns_id, device, &token_hash(&token)[..], db::now_ms()),
+    )?;
+    Ok(token)
+}
+
+pub(crate) fn namespace_id(conn: &Connection, name: &str) -> Result<Option<i64>> {
+    Ok(conn.query_row("SELECT id FROM namespaces WHERE name = ?1", [name], |r| r.get(0)).optional()?)
+}
+
+/// What the database keeps of a token.
+pub(crate) fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn validate_name(what: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name.chars().all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "{what} name {name:?} must be 1-128 letters, digits, '-', '_' or '.'"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_namespace_cannot_be_created_twice_and_tokens_need_an_existing_namespace() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        create_namespace(&db, "team").unwrap();
+        assert!(matches!(create_namespace(&db, "team"), Err(Error::AlreadyExists(_))));
+        assert!(matches!(create_token(&db, "nope", "laptop"), Err(Error::NotFound(_))));
+        let t1 = create_token(&db, "team", "laptop").unwrap();
+        let t2 = create_token(&db, "team", "laptop").unwrap();
+        assert_ne!(t1, t2);
+        assert!(matches!(create_namespace(&db, "a/b"), Err(Error::InvalidArgument(_))));
+    }
+}

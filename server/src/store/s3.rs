@@ -1,0 +1,168 @@
+//! The S3-compatible store (AWS, Garage, MinIO, SeaweedFS) through aws-sdk-s3, path-style.
+
+use std::time::Duration;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+
+use super::BlobStore;
+use crate::error::{Error, Result};
+
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+}
+
+fn storage_err(what: &str, key: &str, e: impl std::error::Error) -> Error {
+    Error::Storage(format!("S3 {what} {key:?}: {}", DisplayErrorContext(e)))
+}
+
+impl S3Store {
+    /// Builds the client from the `--store` parts; credentials come from `AWS_ACCESS_KEY_ID` and
+    /// `AWS_SECRET_ACCESS_KEY`.
+    pub fn new(bucket: String, endpoint: Option<String>, region: String) -> Result<Self> {
+        let var = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| Error::Config(format!("--store s3://{bucket}: set {name} in the environment")))
+        };
+        let creds = Credentials::new(var("AWS_ACCESS_KEY_ID")?, var("AWS_SECRET_ACCESS_KEY")?, None, None, "environment");
+        let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .operation_timeout(Duration::from_secs(120))
+            .build();
+        let mut conf = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(region))
+            .credentials_provider(creds)
+            .force_path_style(true)
+            .timeout_config(timeouts)
+            // Several S3-compatible servers refuse the SDK's default CRC32 chunked uploads.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        if let Some(ep) = endpoint {
+            conf = conf.endpoint_url(ep);
+        }
+        Ok(Self { client: Client::from_conf(conf.build()), bucket })
+    }
+
+    /// Fails with a clear message when the bucket cannot be reached (checked once at start-up).
+    pub async fn check(&self) -> Result<()> {
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::Config(format!("--store: bucket {:?} is not reachable: {}", self.bucket, DisplayErrorContext(e))))
+    }
+}
+
+fn presigning(ttl: Duration) -> Result<PresigningConfig> {
+    PresigningConfig::expires_in(ttl).map_err(|e| Error::Internal(format!("presigning config: {e}")))
+}
+
+impl BlobStore for S3Store {
+    fn presign_put<'a>(&'a self, key: &'a str, len: u64, ttl: Duration) -> BoxFuture<'a, Result<String>> {
+        Box::pin(async move {
+            let req = self
+                .client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .content_length(len as i64)
+                .presigned(presigning(ttl)?)
+                .await
+                .map_err(|e| storage_err("presign PUT", key, e))?;
+            Ok(req.uri().to_owned())
+        })
+    }
+
+    fn presign_get<'a>(&'a self, key: &'a str, ttl: Duration) -> BoxFuture<'a, Result<String>> {
+        Box::pin(async move {
+            let req = self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .presigned(presigning(ttl)?)
+                .await
+                .map_err(|e| storage_err("presign GET", key, e))?;
+            Ok(req.uri().to_owned())
+        })
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Bytes>> {
+        Box::pin(async move {
+            let out = match self.client.get_object().bucket(&self.bucket).key(key).send().await {
+                Ok(o) => o,
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+                    return Err(Error::NotFound(format!("no stored object {key:?}")));
+                }
+                Err(e) => return Err(storage_err("GET", key, e)),
+            };
+            let body = out.body.collect().await.map_err(|e| storage_err("GET body", key, e))?;
+            Ok(body.into_bytes())
+        })
+    }
+
+    fn put<'a>(&'a self, key: &'a str, data: Bytes) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .content_length(data.len() as i64)
+                .body(ByteStream::from(data))
+                .send()
+                .await
+                .map_err(|e| storage_err("PUT", key, e))?;
+            Ok(())
+        })
+    }
+
+    fn copy<'a>(&'a self, from: &'a str, to: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.client
+                .copy_object()
+                .bucket(&self.bucket)
+                .copy_source(format!("{}/{from}", self.bucket))
+                .key(to)
+                .send()
+                .await
+                .map_err(|e| storage_err("COPY to", to, e))?;
+            Ok(())
+        })
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(|e| storage_err("DELETE", key, e))?;
+            Ok(())
+        })
+    }
+
+    fn head<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<u64>>> {
+        Box::pin(async move {
+            match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+                Ok(o) => Ok(Some(o.content_length().unwrap_or(0).max(0) as u64)),
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
+                Err(e) => Err(storage_err("HEAD", key, e)),
+            }
+        })
+    }
+}

@@ -1,0 +1,169 @@
+//! Pure checks of commit items: kinds, manifests, sizes and symlink targets. No I/O.
+
+use cairn_proto::pb::{EntryKind, FileMeta};
+use cairn_proto::{ChunkId, content_id_of};
+
+/// A validated new content for a path (not yet checked against the namespace's chunks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Content {
+    pub kind: EntryKind,
+    pub size: u64,
+    pub mode: u32,
+    pub mtime_ns: i64,
+    pub manifest: Vec<(ChunkId, u32)>,
+    /// BLAKE3 of the manifest for files; empty for directories and symlinks.
+    pub content_id: Vec<u8>,
+    pub symlink_target: String,
+}
+
+impl Content {
+    /// Same kind, bytes and link target (mode and mtime aside).
+    pub fn same_data(&self, kind: i32, content_id: &[u8], symlink_target: &str) -> bool {
+        self.kind as i32 == kind && self.content_id == content_id && self.symlink_target == symlink_target
+    }
+}
+
+/// Checks `meta` for the entry at `path`; the error says what is wrong, naming the path.
+pub fn content(path: &str, meta: Option<&FileMeta>) -> Result<Content, String> {
+    let meta = meta.ok_or_else(|| format!("{path:?}: the item carries no meta"))?;
+    let kind = EntryKind::try_from(meta.kind).unwrap_or(EntryKind::Unspecified);
+    let mut content = Content {
+        kind,
+        size: meta.size,
+        mode: meta.mode & 0o7777,
+        mtime_ns: meta.mtime_ns,
+        manifest: Vec::new(),
+        content_id: Vec::new(),
+        symlink_target: String::new(),
+    };
+    match kind {
+        EntryKind::Unspecified => return Err(format!("{path:?}: entry kind is missing")),
+        EntryKind::File => {
+            let mut sum = 0u64;
+            for c in &meta.manifest {
+                let id = ChunkId::from_slice(&c.id).map_err(|e| format!("{path:?}: bad chunk id: {e}"))?;
+                if c.length == 0 {
+                    return Err(format!("{path:?}: chunk {id} has length 0"));
+                }
+                sum += u64::from(c.length);
+                content.manifest.push((id, c.length));
+            }
+            if sum != meta.size {
+                return Err(format!("{path:?}: manifest lengths sum to {sum} but size is {}", meta.size));
+            }
+            if !meta.symlink_target.is_empty() {
+                return Err(format!("{path:?}: a file has no symlink target"));
+            }
+            content.content_id = content_id_of(content.manifest.iter().map(|(id, l)| (id, u64::from(*l)))).to_vec();
+        }
+        EntryKind::Dir => {
+            if !meta.manifest.is_empty() || !meta.symlink_target.is_empty() {
+                return Err(format!("{path:?}: a directory has no manifest and no symlink target"));
+            }
+            content.size = 0;
+        }
+        EntryKind::Symlink => {
+            if !meta.manifest.is_empty() {
+                return Err(format!("{path:?}: a symlink has no manifest"));
+            }
+            symlink_target(path, &meta.symlink_target)?;
+            content.symlink_target = meta.symlink_target.clone();
+        }
+    }
+    Ok(content)
+}
+
+/// A symlink's target must be relative and, read from the link's folder, stay inside the root.
+pub fn symlink_target(link: &str, target: &str) -> Result<(), String> {
+    if target.is_empty() {
+        return Err(format!("symlink {link:?} has an empty target"));
+    }
+    let b = target.as_bytes();
+    if target.starts_with('/') || target.contains('\\') || (b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':') {
+        return Err(format!("symlink {link:?} points to {target:?}: targets must be relative"));
+    }
+    if target.chars().any(char::is_control) {
+        return Err(format!("symlink {link:?}: target contains NUL or a control character"));
+    }
+    // Folders between the root and the link.
+    let mut depth = link.matches('/').count() as i64;
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return Err(format!("symlink {link:?} points to {target:?}, outside the synced folder"));
+                }
+            }
+            _ => depth += 1,
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_proto::pb::ChunkRef;
+
+    fn file(size: u64, lens: &[u32]) -> FileMeta {
+        FileMeta {
+            kind: EntryKind::File as i32,
+            size,
+            mode: 0o644,
+            mtime_ns: 1,
+            manifest: lens.iter().map(|&l| ChunkRef { id: ChunkId::of(&l.to_le_bytes()).to_vec(), length: l }).collect(),
+            symlink_target: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_file_manifest_must_sum_to_its_size() {
+        assert!(content("a", Some(&file(5, &[2, 3]))).is_ok());
+        let err = content("a", Some(&file(6, &[2, 3]))).unwrap_err();
+        assert!(err.contains("manifest lengths sum to 5 but size is 6"), "{err}");
+    }
+
+    #[test]
+    fn chunk_ids_must_be_32_bytes() {
+        let mut m = file(2, &[2]);
+        m.manifest[0].id.pop();
+        assert!(content("a", Some(&m)).unwrap_err().contains("32 bytes"));
+    }
+
+    #[test]
+    fn directories_and_symlinks_carry_no_manifest() {
+        let mut m = file(2, &[2]);
+        m.kind = EntryKind::Dir as i32;
+        assert!(content("d", Some(&m)).is_err());
+        m.kind = EntryKind::Symlink as i32;
+        m.symlink_target = "x".into();
+        assert!(content("l", Some(&m)).is_err());
+        m.manifest.clear();
+        assert!(content("l", Some(&m)).is_ok());
+        m.kind = 0;
+        assert!(content("l", Some(&m)).is_err());
+    }
+
+    #[test]
+    fn symlink_targets_may_not_leave_the_root() {
+        assert!(symlink_target("a/b/link", "../c").is_ok());
+        assert!(symlink_target("a/b/link", "../../c").is_ok());
+        assert!(symlink_target("a/b/link", "../../../c").is_err());
+        assert!(symlink_target("link", "x/../../y").is_err());
+        assert!(symlink_target("link", "/etc/passwd").is_err());
+        assert!(symlink_target("link", "C:/x").is_err());
+        assert!(symlink_target("link", "").is_err());
+        assert!(symlink_target("link", "./x/./y").is_ok());
+    }
+
+    #[test]
+    fn equal_manifests_have_equal_content_ids() {
+        let a = content("a", Some(&file(5, &[2, 3]))).unwrap();
+        let b = content("b", Some(&file(5, &[2, 3]))).unwrap();
+        let c = content("c", Some(&file(5, &[3, 2]))).unwrap();
+        assert_eq!(a.content_id, b.content_id);
+        assert_ne!(a.content_id, c.content_id);
+    }
+}
