@@ -32,12 +32,7 @@ fn main() {
         black_box(blake3::hash(black_box(&data)));
     });
     let cdc = best_of(|| {
-        let n = fastcdc::v2020::FastCDC::new(
-            &data,
-            params.min as usize,
-            params.avg as usize,
-            params.max as usize,
-        )
+        let n = cairn::chunker::cdc(&data, params)
         .count();
         black_box(n);
     });
@@ -66,6 +61,42 @@ fn main() {
     }
     let n = chunk_bytes(&data, params).len();
     println!("\n{n} chunks, mean {} KiB", size / n.max(1) / 1024);
+    edit_locality(if quick { 20 } else { 200 }, params);
+}
+
+/// How many chunks an edit makes new, over `files` random 20 MiB files: the histogram behind
+/// "a small edit uploads at most 2 chunks".
+fn edit_locality(files: u64, params: ChunkParams) {
+    use std::collections::HashSet;
+    let edits: [(&str, fn(&mut Vec<u8>, u64)); 3] = [
+        ("flip 1 byte in the middle", |d, _| d[10 << 20] ^= 0xff),
+        ("insert 100 bytes in the middle", |d, _| {
+            d.splice(10 << 20..10 << 20, [7u8; 100]);
+        }),
+        ("append 1 MiB", |d, seed| d.extend_from_slice(&pseudo_random(1 << 20, seed ^ 0xa5))),
+    ];
+    println!("\nNew chunks per edit over {files} random 20 MiB files (share of files with 1 / 2 / 3 / 4+ new chunks):\n");
+    println!("| edit | 1 | 2 | 3 | 4+ | ≤ 2 |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (name, edit) in edits {
+        let mut hist = [0u64; 5];
+        for seed in 1..=files {
+            let mut data = pseudo_random(20 << 20, seed * 7919);
+            let old: HashSet<_> = chunk_bytes(&data, params).into_iter().map(|c| c.id).collect();
+            edit(&mut data, seed);
+            let new = chunk_bytes(&data, params).into_iter().filter(|c| !old.contains(&c.id)).count();
+            hist[new.min(4)] += 1;
+        }
+        let pct = |n: u64| format!("{:.1}%", 100.0 * n as f64 / files as f64);
+        println!(
+            "| {name} | {} | {} | {} | {} | {} |",
+            pct(hist[1]),
+            pct(hist[2]),
+            pct(hist[3]),
+            pct(hist[4]),
+            pct(hist[0] + hist[1] + hist[2])
+        );
+    }
 }
 
 /// Best wall time of `RUNS` calls.

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 
 use cairn_proto::{ChunkId, ContentId, content_id_of};
-use fastcdc::v2020::FastCDC;
+use fastcdc::v2020::{FastCDC, Normalization};
 
 /// FastCDC v2020 size limits in bytes. All three must be even, `min <= avg <= max`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,7 +18,7 @@ pub struct ChunkParams {
 }
 
 impl ChunkParams {
-    /// 256 KiB / 1 MiB / 4 MiB: the sizes every device must agree on.
+    /// 512 KiB / 1 MiB / 4 MiB: the sizes every device must agree on.
     pub const DEFAULT: ChunkParams = ChunkParams {
         min: cairn_proto::DEFAULT_CHUNK_MIN,
         avg: cairn_proto::DEFAULT_CHUNK_AVG,
@@ -174,15 +174,20 @@ impl Tuning {
     }
 }
 
+/// FastCDC's normalization level, part of the chunking scheme like the sizes: every device must
+/// use the same. Level 2 keeps chunk sizes closer to the average than the crate's default (level
+/// 1): measured over 200 random 20 MiB files (docs/ARCHITECTURE.md), appending 1 MiB re-cut into
+/// at most 2 new chunks in 98% of cases instead of 87%, and a 100-byte insert still costs 1 chunk.
+pub const NORMALIZATION: Normalization = Normalization::Level2;
+
+/// FastCDC v2020 over `data` with the namespace's sizes and [`NORMALIZATION`].
+pub fn cdc(data: &[u8], params: ChunkParams) -> FastCDC<'_> {
+    FastCDC::with_level(data, params.min as usize, params.avg as usize, params.max as usize, NORMALIZATION)
+}
+
 /// The cut points of `data` as ranges, the last one ending at `data.len()`.
 fn cut_points(data: &[u8], params: ChunkParams) -> impl Iterator<Item = Range<usize>> + '_ {
-    FastCDC::new(
-        data,
-        params.min as usize,
-        params.avg as usize,
-        params.max as usize,
-    )
-    .map(|c| c.offset..c.offset + c.length)
+    cdc(data, params).map(|c| c.offset..c.offset + c.length)
 }
 
 /// Reads into `buf[filled..]` until it is full or the reader is exhausted.
@@ -444,7 +449,7 @@ mod tests {
 
     /// The obvious implementation: FastCDC over the whole input, then BLAKE3 each chunk.
     fn reference(data: &[u8], p: ChunkParams) -> Vec<Chunk> {
-        FastCDC::new(data, p.min as usize, p.avg as usize, p.max as usize)
+        cdc(data, p)
             .map(|c| Chunk {
                 id: ChunkId(*blake3::hash(&data[c.offset..c.offset + c.length]).as_bytes()),
                 offset: c.offset as u64,

@@ -15,7 +15,9 @@ pub mod pb {
 /// The gRPC metadata key that carries a device token, as `Bearer <token>`.
 pub const AUTH_HEADER: &str = "authorization";
 
-/// Default FastCDC parameters for new namespaces (bytes).
-pub const DEFAULT_CHUNK_MIN: u32 = 256 * 1024;
+/// Default FastCDC parameters for new namespaces (bytes). The minimum is 512 KiB rather than the
+/// 256 KiB DESIGN.md starts from: measured, it halves the cases where a 1 MiB append re-cuts into
+/// three chunks, and lets the cutter skip more bytes (see docs/ARCHITECTURE.md).
+pub const DEFAULT_CHUNK_MIN: u32 = 512 * 1024;
 pub const DEFAULT_CHUNK_AVG: u32 = 1024 * 1024;
 pub const DEFAULT_CHUNK_MAX: u32 = 4 * 1024 * 1024;

@@ -12,10 +12,16 @@ fn server(backend: Backend) -> Result<CairnServer> {
     Ok(s)
 }
 
-fn seed() -> u64 {
-    let seed = std::env::var("CAIRN_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+/// The seed for this test's random content: `CAIRN_SEED` if set, else `default` (or a fresh
+/// random seed when `default` is `None`). Printed so any failure can be rerun.
+fn seed_or(default: Option<u64>) -> u64 {
+    let seed = std::env::var("CAIRN_SEED").ok().and_then(|s| s.parse().ok()).or(default).unwrap_or_else(rand::random);
     println!("seed: {seed} (rerun with CAIRN_SEED={seed})");
     seed
+}
+
+fn seed() -> u64 {
+    seed_or(None)
 }
 
 fn a_pushed_tree_pulls_into_an_empty_folder_identically(backend: Backend) -> Result<()> {
@@ -45,7 +51,10 @@ fn small_edits_upload_only_the_chunks_they_touch(backend: Backend) -> Result<()>
     let s = server(backend)?;
     let a = s.device("team", "laptop")?;
     let src = tempfile::tempdir()?;
-    let seed = seed();
+    // Fixed by default: how many chunks a 1 MiB append re-cuts into is a distribution (≤ 2 in
+    // about 98% of random files, docs/BENCHMARKS.md), so a random seed would make CI flaky.
+    // CAIRN_SEED=<n> explores others.
+    let seed = seed_or(Some(20_261_123));
     let mut big = random_bytes(seed, 20 * 1024 * 1024);
     write(src.path(), "big.bin", &big)?;
     a.push(src.path())?;
@@ -131,7 +140,7 @@ crate::on_every_backend!(
 #[test]
 fn an_unreachable_server_is_a_clear_error_that_changes_nothing() -> Result<()> {
     let s = server(Backend::Local)?;
-    let a = s.device("team", "laptop")?;
+    let mut a = s.device("team", "laptop")?;
     let src = tempfile::tempdir()?;
     write(src.path(), "keep/me.txt", b"precious")?;
     a.push(src.path())?;
@@ -139,9 +148,8 @@ fn an_unreachable_server_is_a_clear_error_that_changes_nothing() -> Result<()> {
     let before_tree = snapshot(src.path())?;
     let state_before = state_files(a.home.path())?;
 
-    let mut offline = a.cmd();
-    offline.args(["--server", "http://127.0.0.1:1", "--json", "push"]).arg(src.path()).args(["--namespace", "team"]);
-    let out = offline.output()?;
+    a.server = "http://127.0.0.1:1".into();
+    let out = a.run("push", src.path())?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_ne!(out.status.code(), Some(0));
     assert!(stderr.contains("127.0.0.1:1"), "the error names the server: {stderr}");
@@ -149,9 +157,7 @@ fn an_unreachable_server_is_a_clear_error_that_changes_nothing() -> Result<()> {
     assert_eq!(state_files(a.home.path())?, state_before, "local state changed");
 
     let dst = tempfile::tempdir()?;
-    let mut offline = a.cmd();
-    offline.args(["--server", "http://127.0.0.1:1", "pull"]).arg(dst.path()).args(["--namespace", "team"]);
-    assert_ne!(offline.output()?.status.code(), Some(0));
+    assert_ne!(a.run("pull", dst.path())?.status.code(), Some(0));
     assert!(snapshot(dst.path())?.is_empty(), "a failed pull wrote files");
     Ok(())
 }
