@@ -36,23 +36,7 @@ pub fn ensure_parents(root: &Path, path: &str) -> Result<PathBuf> {
 
 /// A symlink target Cairn syncs: relative, and resolving (lexically) inside the root.
 pub fn symlink_target_ok(link_path: &str, target: &str) -> bool {
-    if target.is_empty() || target.starts_with('/') || target.contains('\0') || target.contains('\\') {
-        return false;
-    }
-    let mut depth: i64 = link_path.split('/').count() as i64 - 1;
-    for part in target.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                depth -= 1;
-                if depth < 0 {
-                    return false;
-                }
-            }
-            _ => depth += 1,
-        }
-    }
-    true
+    cairn_proto::validate_symlink_target(link_path, target).is_ok()
 }
 
 /// A fresh temp name in `dir`.

@@ -4,7 +4,7 @@ pub mod ids;
 pub mod names;
 
 pub use ids::{ChunkId, ContentId, IdError, Seq, Version, content_id_of};
-pub use names::{PathError, conflict_copy_name, to_nfc, validate_path};
+pub use names::{PathError, conflict_copy_name, to_nfc, validate_path, validate_symlink_target};
 
 /// The generated protobuf messages and tonic client/server for `cairn.v1`.
 #[allow(clippy::all, missing_docs, rust_2018_idioms)]

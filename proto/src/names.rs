@@ -71,6 +71,36 @@ pub fn to_nfc(path: &str) -> String {
     path.nfc().collect()
 }
 
+/// Checks a symlink's target: relative (no `/`, `\\` or drive prefix), no NUL or control
+/// characters, and, read lexically from the link's folder, never leaving the synced root. Both the
+/// server (on commit) and every daemon (before creating a link) apply this one rule.
+pub fn validate_symlink_target(link: &str, target: &str) -> Result<(), String> {
+    if target.is_empty() {
+        return Err(format!("symlink {link:?} has an empty target"));
+    }
+    if target.starts_with('/') || target.contains('\\') || has_drive_prefix(target) {
+        return Err(format!("symlink {link:?} points to {target:?}: targets must be relative"));
+    }
+    if target.chars().any(char::is_control) {
+        return Err(format!("symlink {link:?}: target contains NUL or a control character"));
+    }
+    // Folders between the root and the link.
+    let mut depth = link.matches('/').count() as i64;
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return Err(format!("symlink {link:?} points to {target:?}, outside the synced folder"));
+                }
+            }
+            _ => depth += 1,
+        }
+    }
+    Ok(())
+}
+
 fn has_drive_prefix(path: &str) -> bool {
     let b = path.as_bytes();
     b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':'
@@ -131,6 +161,15 @@ mod tests {
             "C:\\x", "c:/windows", "a\\b", nfd, &long_name, &long_path,
         ] {
             assert!(validate_path(p).is_err(), "{p:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn symlink_targets_may_not_leave_the_root() {
+        assert!(validate_symlink_target("a/link", "../b/file").is_ok());
+        assert!(validate_symlink_target("a/b/link", "../../top").is_ok());
+        for (link, target) in [("link", "../out"), ("a/link", "../../out"), ("l", "/etc"), ("l", "C:\\x"), ("l", ""), ("l", "a\0b")] {
+            assert!(validate_symlink_target(link, target).is_err(), "{link} -> {target:?}");
         }
     }
 

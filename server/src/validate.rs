@@ -1,5 +1,6 @@
 //! Pure checks of commit items: kinds, manifests, sizes and symlink targets. No I/O.
 
+pub use cairn_proto::validate_symlink_target as symlink_target;
 use cairn_proto::pb::{EntryKind, FileMeta};
 use cairn_proto::{ChunkId, content_id_of};
 
@@ -71,35 +72,6 @@ pub fn content(path: &str, meta: Option<&FileMeta>) -> Result<Content, String> {
         }
     }
     Ok(content)
-}
-
-/// A symlink's target must be relative and, read from the link's folder, stay inside the root.
-pub fn symlink_target(link: &str, target: &str) -> Result<(), String> {
-    if target.is_empty() {
-        return Err(format!("symlink {link:?} has an empty target"));
-    }
-    let b = target.as_bytes();
-    if target.starts_with('/') || target.contains('\\') || (b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':') {
-        return Err(format!("symlink {link:?} points to {target:?}: targets must be relative"));
-    }
-    if target.chars().any(char::is_control) {
-        return Err(format!("symlink {link:?}: target contains NUL or a control character"));
-    }
-    // Folders between the root and the link.
-    let mut depth = link.matches('/').count() as i64;
-    for part in target.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                depth -= 1;
-                if depth < 0 {
-                    return Err(format!("symlink {link:?} points to {target:?}, outside the synced folder"));
-                }
-            }
-            _ => depth += 1,
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
