@@ -13,7 +13,12 @@ use crate::{Device, wait_for};
 impl Device {
     /// `cairn add DIR --namespace NS` (writes the root marker).
     pub fn add(&self, dir: &Path) -> Result<()> {
-        let out = self.cmd().arg("add").arg(dir).args(["--namespace", &self.namespace]).output()?;
+        let out = self
+            .cmd()
+            .arg("add")
+            .arg(dir)
+            .args(["--namespace", &self.namespace])
+            .output()?;
         if !out.status.success() {
             bail!("cairn add failed: {}", String::from_utf8_lossy(&out.stderr));
         }
@@ -23,7 +28,9 @@ impl Device {
     /// Starts `cairn --json daemon` and waits for its first idle (first full sync done).
     pub fn daemon(&self) -> Result<Daemon> {
         let d = self.daemon_no_wait()?;
-        d.wait_event("the daemon's first idle", Duration::from_secs(60), |e| e["event"] == "idle")?;
+        d.wait_event("the daemon's first idle", Duration::from_secs(60), |e| {
+            e["event"] == "idle"
+        })?;
         Ok(d)
     }
 
@@ -70,18 +77,41 @@ impl Daemon {
 
     /// Events from index `from` on.
     pub fn events_since(&self, from: usize) -> Vec<serde_json::Value> {
-        self.events.lock().expect("events lock").get(from..).map(<[_]>::to_vec).unwrap_or_default()
+        self.events
+            .lock()
+            .expect("events lock")
+            .get(from..)
+            .map(<[_]>::to_vec)
+            .unwrap_or_default()
     }
 
-    pub fn wait_event(&self, what: &str, timeout: Duration, f: impl Fn(&serde_json::Value) -> bool) -> Result<serde_json::Value> {
-        wait_for(what, timeout, || self.events.lock().expect("events lock").iter().find(|e| f(e)).cloned())
+    pub fn wait_event(
+        &self,
+        what: &str,
+        timeout: Duration,
+        f: impl Fn(&serde_json::Value) -> bool,
+    ) -> Result<serde_json::Value> {
+        wait_for(what, timeout, || {
+            self.events
+                .lock()
+                .expect("events lock")
+                .iter()
+                .find(|e| f(e))
+                .cloned()
+        })
     }
 
     /// SIGTERM, then waits for a clean exit.
     pub fn stop(mut self) -> Result<()> {
         let pid = self.child.id().to_string();
-        std::process::Command::new("kill").args(["-TERM", &pid]).status()?;
-        let status = wait_for("the daemon to exit after SIGTERM", Duration::from_secs(40), || self.child.try_wait().ok().flatten())?;
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()?;
+        let status = wait_for(
+            "the daemon to exit after SIGTERM",
+            Duration::from_secs(40),
+            || self.child.try_wait().ok().flatten(),
+        )?;
         if !status.success() {
             bail!("cairn daemon exited with {status} after SIGTERM");
         }

@@ -33,7 +33,8 @@ impl Garage {
     }
 
     fn from_env_file(file: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
         let get = |k: &str| {
             text.lines()
                 .find_map(|l| l.strip_prefix(&format!("{k}=")))
@@ -56,7 +57,9 @@ impl Garage {
         let dir = tempfile::tempdir()?;
         let [rpc, s3, admin] = [free_port()?, free_port()?, free_port()?];
         let config = dir.path().join("garage.toml");
-        let secret: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
+        let secret: String = (0..32)
+            .map(|_| format!("{:02x}", rand::random::<u8>()))
+            .collect();
         std::fs::write(
             &config,
             format!(
@@ -99,7 +102,9 @@ api_bind_addr = "127.0.0.1:{admin}"
     }
 
     fn configure(&mut self) -> Result<()> {
-        wait_for("garage to answer `status`", Duration::from_secs(30), || self.garage(&["status"]).ok())?;
+        wait_for("garage to answer `status`", Duration::from_secs(30), || {
+            self.garage(&["status"]).ok()
+        })?;
         let node = self.garage(&["node", "id", "-q"])?;
         let node = node.split('@').next().unwrap_or_default().trim().to_owned();
         self.garage(&["layout", "assign", "-z", "dc1", "-c", "1G", &node])?;
@@ -110,7 +115,12 @@ api_bind_addr = "127.0.0.1:{admin}"
 
     /// Runs a garage CLI command against this node.
     pub fn garage(&self, args: &[&str]) -> Result<String> {
-        let out = Command::new("garage").arg("-c").arg(&self.config).args(args).stdin(Stdio::null()).output()?;
+        let out = Command::new("garage")
+            .arg("-c")
+            .arg(&self.config)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()?;
         if !out.status.success() {
             bail!("garage {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         }
@@ -124,7 +134,9 @@ api_bind_addr = "127.0.0.1:{admin}"
         wait_for("garage to create a bucket", Duration::from_secs(30), || {
             self.garage(&["bucket", "create", &name]).ok()
         })?;
-        self.garage(&["bucket", "allow", "--read", "--write", "--owner", &name, "--key", "test"])?;
+        self.garage(&[
+            "bucket", "allow", "--read", "--write", "--owner", &name, "--key", "test",
+        ])?;
         Ok(name)
     }
 
@@ -138,7 +150,8 @@ api_bind_addr = "127.0.0.1:{admin}"
         info.lines()
             .find_map(|l| {
                 let l = l.trim();
-                l.strip_prefix("Objects:").map(|v| v.trim().replace([',', ' '], ""))
+                l.strip_prefix("Objects:")
+                    .map(|v| v.trim().replace([',', ' '], ""))
             })
             .and_then(|v| v.parse().ok())
             .with_context(|| format!("no object count in `garage bucket info`: {info}"))
@@ -166,5 +179,7 @@ fn which_garage() -> Result<()> {
 
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }

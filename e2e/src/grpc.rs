@@ -13,7 +13,8 @@ pub struct Auth(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
 
 impl tonic::service::Interceptor for Auth {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        req.metadata_mut().insert(cairn_proto::AUTH_HEADER, self.0.clone());
+        req.metadata_mut()
+            .insert(cairn_proto::AUTH_HEADER, self.0.clone());
         Ok(req)
     }
 }

@@ -19,7 +19,10 @@ pub use garage::Garage;
 pub fn bin(name: &str) -> PathBuf {
     // The test executable lives in target/<profile>/deps/.
     let exe = std::env::current_exe().expect("the test knows its own path");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("test binary is in target/<profile>/deps");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("test binary is in target/<profile>/deps");
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -113,9 +116,19 @@ impl CairnServer {
         let addr = line
             .trim()
             .strip_prefix("listening on ")
-            .with_context(|| format!("cairn-server printed {line:?}, expected `listening on ADDR`"))?
+            .with_context(|| {
+                format!("cairn-server printed {line:?}, expected `listening on ADDR`")
+            })?
             .to_owned();
-        Ok(Self { child, addr, db, store, dir, garage, bucket })
+        Ok(Self {
+            child,
+            addr,
+            db,
+            store,
+            dir,
+            garage,
+            bucket,
+        })
     }
 
     pub fn url(&self) -> String {
@@ -124,9 +137,16 @@ impl CairnServer {
 
     /// Runs an admin subcommand against this server's database.
     pub fn admin(&self, args: &[&str]) -> Result<String> {
-        let out = Command::new(bin("cairn-server")).args(args).arg("--db").arg(&self.db).output()?;
+        let out = Command::new(bin("cairn-server"))
+            .args(args)
+            .arg("--db")
+            .arg(&self.db)
+            .output()?;
         if !out.status.success() {
-            bail!("cairn-server {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "cairn-server {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(String::from_utf8(out.stdout)?.trim().to_owned())
     }
@@ -136,13 +156,25 @@ impl CairnServer {
     }
 
     pub fn create_token(&self, namespace: &str, device: &str) -> Result<String> {
-        self.admin(&["token", "create", "--namespace", namespace, "--device", device])
+        self.admin(&[
+            "token",
+            "create",
+            "--namespace",
+            namespace,
+            "--device",
+            device,
+        ])
     }
 
     /// A new device with its own home directory and a token for `namespace`.
     pub fn device(&self, namespace: &str, name: &str) -> Result<Device> {
         let token = self.create_token(namespace, name)?;
-        Ok(Device { home: tempfile::tempdir()?, server: self.url(), token, namespace: namespace.to_owned() })
+        Ok(Device {
+            home: tempfile::tempdir()?,
+            server: self.url(),
+            token,
+            namespace: namespace.to_owned(),
+        })
     }
 
     /// Kills the server (SIGKILL) and waits for it.
@@ -171,14 +203,25 @@ impl Device {
     /// users are told to pass it).
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(bin("cairn"));
-        c.arg("--server").arg(&self.server).arg("--home").arg(self.home.path());
-        c.env("CAIRN_TOKEN", &self.token).env_remove("CAIRN_SERVER").env_remove("CAIRN_HOME");
+        c.arg("--server")
+            .arg(&self.server)
+            .arg("--home")
+            .arg(self.home.path());
+        c.env("CAIRN_TOKEN", &self.token)
+            .env_remove("CAIRN_SERVER")
+            .env_remove("CAIRN_HOME");
         c
     }
 
     /// Runs `cairn --json <verb> DIR --namespace NS` and returns the output.
     pub fn run(&self, verb: &str, dir: &Path) -> Result<Output> {
-        Ok(self.cmd().arg("--json").arg(verb).arg(dir).args(["--namespace", &self.namespace]).output()?)
+        Ok(self
+            .cmd()
+            .arg("--json")
+            .arg(verb)
+            .arg(dir)
+            .args(["--namespace", &self.namespace])
+            .output()?)
     }
 
     /// `push` that must succeed; returns its JSON summary.
@@ -202,11 +245,17 @@ pub fn json_ok(out: Output, what: &str) -> Result<serde_json::Value> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    serde_json::from_slice(&out.stdout)
-        .with_context(|| format!("{what} printed no JSON: {}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "{what} printed no JSON: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }
 
 /// Reads a JSON number field as u64, failing with the whole summary in the message.
 pub fn field(v: &serde_json::Value, name: &str) -> u64 {
-    v.get(name).and_then(|x| x.as_u64()).unwrap_or_else(|| panic!("summary has no numeric `{name}`: {v}"))
+    v.get(name)
+        .and_then(|x| x.as_u64())
+        .unwrap_or_else(|| panic!("summary has no numeric `{name}`: {v}"))
 }

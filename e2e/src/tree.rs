@@ -34,7 +34,12 @@ pub fn write(root: &Path, rel: &str, bytes: &[u8]) -> Result<()> {
 /// What one path of a tree is, as compared across devices.
 #[derive(Debug, PartialEq, Eq, Clone)]
 pub enum Node {
-    File { hash: String, size: u64, mode: u32, mtime_s: i64 },
+    File {
+        hash: String,
+        size: u64,
+        mode: u32,
+        mtime_s: i64,
+    },
     Dir,
     Symlink(String),
 }
@@ -61,7 +66,10 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Node>) -> Result<()>
             walk(root, &path, out)?;
             Node::Dir
         } else {
-            let mtime = meta.modified()?.duration_since(SystemTime::UNIX_EPOCH)?.as_secs() as i64;
+            let mtime = meta
+                .modified()?
+                .duration_since(SystemTime::UNIX_EPOCH)?
+                .as_secs() as i64;
             Node::File {
                 hash: blake3::hash(&fs::read(&path)?).to_hex().to_string(),
                 size: meta.len(),
@@ -85,7 +93,11 @@ pub fn assert_same(a: &Path, b: &Path) -> Result<()> {
             }
         }
         diffs.truncate(10);
-        bail!("trees differ ({} vs {}): {diffs:#?}", a.display(), b.display());
+        bail!(
+            "trees differ ({} vs {}): {diffs:#?}",
+            a.display(),
+            b.display()
+        );
     }
     Ok(())
 }
@@ -107,7 +119,11 @@ pub fn acceptance_tree(root: &Path, seed: u64) -> Result<()> {
     write(root, "zero-bytes", b"")?;
     write(root, "ünïcödé/café.txt", "naïve résumé".as_bytes())?;
     write(root, "日本語/ファイル.txt", "こんにちは".as_bytes())?;
-    write(root, "big/random.bin", &random_bytes(seed, 20 * 1024 * 1024))?;
+    write(
+        root,
+        "big/random.bin",
+        &random_bytes(seed, 20 * 1024 * 1024),
+    )?;
     write(root, "bin/run.sh", b"#!/bin/sh\necho hi\n")?;
     fs::set_permissions(root.join("bin/run.sh"), fs::Permissions::from_mode(0o755))?;
     set_mtime(&root.join("a/sibling.md"), 1_600_000_000)?;

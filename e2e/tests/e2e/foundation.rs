@@ -15,7 +15,11 @@ fn server(backend: Backend) -> Result<CairnServer> {
 /// The seed for this test's random content: `CAIRN_SEED` if set, else `default` (or a fresh
 /// random seed when `default` is `None`). Printed so any failure can be rerun.
 fn seed_or(default: Option<u64>) -> u64 {
-    let seed = std::env::var("CAIRN_SEED").ok().and_then(|s| s.parse().ok()).or(default).unwrap_or_else(rand::random);
+    let seed = std::env::var("CAIRN_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .or(default)
+        .unwrap_or_else(rand::random);
     println!("seed: {seed} (rerun with CAIRN_SEED={seed})");
     seed
 }
@@ -32,7 +36,10 @@ fn a_pushed_tree_pulls_into_an_empty_folder_identically(backend: Backend) -> Res
 
     let pushed = a.push(src.path())?;
     assert!(field(&pushed, "files") >= 8, "{pushed}");
-    assert!(field(&pushed, "bytes_uploaded") >= 20 * 1024 * 1024, "{pushed}");
+    assert!(
+        field(&pushed, "bytes_uploaded") >= 20 * 1024 * 1024,
+        "{pushed}"
+    );
 
     let pulled = b.pull(dst.path())?;
     assert!(field(&pulled, "files_written") >= 8, "{pulled}");
@@ -62,12 +69,18 @@ fn small_edits_upload_only_the_chunks_they_touch(backend: Backend) -> Result<()>
     big[10 * 1024 * 1024] ^= 0xff;
     write(src.path(), "big.bin", &big)?;
     let flipped = a.push(src.path())?;
-    assert!((1..=2).contains(&field(&flipped, "chunks_uploaded")), "one byte flipped: {flipped}");
+    assert!(
+        (1..=2).contains(&field(&flipped, "chunks_uploaded")),
+        "one byte flipped: {flipped}"
+    );
 
     big.extend_from_slice(&random_bytes(seed ^ 1, 1024 * 1024));
     write(src.path(), "big.bin", &big)?;
     let appended = a.push(src.path())?;
-    assert!((1..=2).contains(&field(&appended, "chunks_uploaded")), "1 MiB appended: {appended}");
+    assert!(
+        (1..=2).contains(&field(&appended, "chunks_uploaded")),
+        "1 MiB appended: {appended}"
+    );
 
     let unchanged = a.push(src.path())?;
     assert_eq!(field(&unchanged, "bytes_uploaded"), 0, "{unchanged}");
@@ -88,33 +101,66 @@ fn two_files_with_equal_content_upload_once(backend: Backend) -> Result<()> {
     write(src.path(), "copy/two.bin", &bytes)?;
     let pushed = a.push(src.path())?;
     let up = field(&pushed, "bytes_uploaded");
-    assert!(up >= bytes.len() as u64 && up < 2 * bytes.len() as u64, "uploaded {up}: {pushed}");
-    assert!(field(&pushed, "bytes_deduplicated") >= bytes.len() as u64, "{pushed}");
+    assert!(
+        up >= bytes.len() as u64 && up < 2 * bytes.len() as u64,
+        "uploaded {up}: {pushed}"
+    );
+    assert!(
+        field(&pushed, "bytes_deduplicated") >= bytes.len() as u64,
+        "{pushed}"
+    );
     Ok(())
 }
 
-fn a_stale_commit_becomes_a_conflict_copy_and_both_contents_survive(backend: Backend) -> Result<()> {
+fn a_stale_commit_becomes_a_conflict_copy_and_both_contents_survive(
+    backend: Backend,
+) -> Result<()> {
     let s = server(backend)?;
-    let (a, b, c) = (s.device("team", "laptop")?, s.device("team", "desktop")?, s.device("team", "phone")?);
-    let (da, db, dc) = (tempfile::tempdir()?, tempfile::tempdir()?, tempfile::tempdir()?);
+    let (a, b, c) = (
+        s.device("team", "laptop")?,
+        s.device("team", "desktop")?,
+        s.device("team", "phone")?,
+    );
+    let (da, db, dc) = (
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+    );
     write(da.path(), "notes/plan.txt", b"version 1")?;
     a.push(da.path())?;
     b.pull(db.path())?;
 
     write(da.path(), "notes/plan.txt", b"laptop's edit")?;
     a.push(da.path())?;
-    write(db.path(), "notes/plan.txt", b"desktop's edit, based on version 1")?;
+    write(
+        db.path(),
+        "notes/plan.txt",
+        b"desktop's edit, based on version 1",
+    )?;
     let pushed = b.push(db.path())?;
     assert_eq!(field(&pushed, "conflicts"), 1, "{pushed}");
 
     c.pull(dc.path())?;
-    assert_eq!(fs::read(dc.path().join("notes/plan.txt"))?, b"laptop's edit");
+    assert_eq!(
+        fs::read(dc.path().join("notes/plan.txt"))?,
+        b"laptop's edit"
+    );
     let copies: Vec<_> = snapshot(dc.path())?
         .into_keys()
-        .filter(|p| p.starts_with("notes/plan (conflicted copy from desktop ") && p.ends_with(").txt"))
+        .filter(|p| {
+            p.starts_with("notes/plan (conflicted copy from desktop ") && p.ends_with(").txt")
+        })
         .collect();
-    assert_eq!(copies.len(), 1, "expected one conflict copy, tree: {:?}", snapshot(dc.path())?.keys());
-    assert_eq!(fs::read(dc.path().join(&copies[0]))?, b"desktop's edit, based on version 1");
+    assert_eq!(
+        copies.len(),
+        1,
+        "expected one conflict copy, tree: {:?}",
+        snapshot(dc.path())?.keys()
+    );
+    assert_eq!(
+        fs::read(dc.path().join(&copies[0]))?,
+        b"desktop's edit, based on version 1"
+    );
     Ok(())
 }
 
@@ -125,7 +171,12 @@ fn a_wrong_token_is_refused_with_exit_12(backend: Backend) -> Result<()> {
     let src = tempfile::tempdir()?;
     write(src.path(), "f.txt", b"x")?;
     let out = a.run("push", src.path())?;
-    assert_eq!(out.status.code(), Some(12), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(12),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(())
 }
 
@@ -152,13 +203,23 @@ fn an_unreachable_server_is_a_clear_error_that_changes_nothing() -> Result<()> {
     let out = a.run("push", src.path())?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_ne!(out.status.code(), Some(0));
-    assert!(stderr.contains("127.0.0.1:1"), "the error names the server: {stderr}");
+    assert!(
+        stderr.contains("127.0.0.1:1"),
+        "the error names the server: {stderr}"
+    );
     assert_eq!(snapshot(src.path())?, before_tree);
-    assert_eq!(state_files(a.home.path())?, state_before, "local state changed");
+    assert_eq!(
+        state_files(a.home.path())?,
+        state_before,
+        "local state changed"
+    );
 
     let dst = tempfile::tempdir()?;
     assert_ne!(a.run("pull", dst.path())?.status.code(), Some(0));
-    assert!(snapshot(dst.path())?.is_empty(), "a failed pull wrote files");
+    assert!(
+        snapshot(dst.path())?.is_empty(),
+        "a failed pull wrote files"
+    );
     Ok(())
 }
 

@@ -32,7 +32,11 @@ fn devices(backend: Backend, names: &[&str]) -> Result<(CairnServer, Vec<Dev>)> 
     let s = CairnServer::start(backend)?;
     // `serve` prints its address before it has migrated its database, so the first admin call can
     // race the migration: poll until the namespace exists.
-    wait_for("the namespace to be created", Duration::from_secs(20), || s.create_namespace("team").ok())?;
+    wait_for(
+        "the namespace to be created",
+        Duration::from_secs(20),
+        || s.create_namespace("team").ok(),
+    )?;
     let mut out = Vec::new();
     for n in names {
         let device = s.device("team", n)?;
@@ -44,10 +48,17 @@ fn devices(backend: Backend, names: &[&str]) -> Result<(CairnServer, Vec<Dev>)> 
 }
 
 /// Waits until every folder holds the same tree and `check` accepts it; returns that tree.
-fn converge(devs: &[&Dev], what: &str, check: impl Fn(&BTreeMap<String, Node>) -> bool) -> Result<BTreeMap<String, Node>> {
+fn converge(
+    devs: &[&Dev],
+    what: &str,
+    check: impl Fn(&BTreeMap<String, Node>) -> bool,
+) -> Result<BTreeMap<String, Node>> {
     let mut last = String::new();
     let r = wait_for(what, CONVERGE, || {
-        let snaps: Vec<_> = devs.iter().map(|d| snapshot(d.path()).ok()).collect::<Option<Vec<_>>>()?;
+        let snaps: Vec<_> = devs
+            .iter()
+            .map(|d| snapshot(d.path()).ok())
+            .collect::<Option<Vec<_>>>()?;
         let first = snaps[0].clone();
         let same = snaps.iter().all(|s| *s == first);
         let temps = first.keys().any(|k| k.contains(".cairn-tmp-"));
@@ -65,7 +76,15 @@ fn file_is(t: &BTreeMap<String, Node>, path: &str, bytes: &[u8]) -> bool {
 }
 
 fn contents(t: &BTreeMap<String, Node>) -> Vec<String> {
-    t.values().filter_map(|n| if let Node::File { hash, .. } = n { Some(hash.clone()) } else { None }).collect()
+    t.values()
+        .filter_map(|n| {
+            if let Node::File { hash, .. } = n {
+                Some(hash.clone())
+            } else {
+                None
+            }
+        })
+        .collect()
 }
 
 fn creates_edits_deletes_renames_dirs_and_modes_reach_every_device(backend: Backend) -> Result<()> {
@@ -78,19 +97,27 @@ fn creates_edits_deletes_renames_dirs_and_modes_reach_every_device(backend: Back
     fs::create_dir_all(a.join("empty/inner"))?;
     write(a, "bin/tool.sh", b"#!/bin/sh\n")?;
     std::os::unix::fs::symlink("../docs/readme.txt", a.join("bin/link"))?;
-    converge(&all, "creates", |t| file_is(t, "docs/readme.txt", b"hello") && t.contains_key("empty/inner") && t.contains_key("bin/link"))?;
+    converge(&all, "creates", |t| {
+        file_is(t, "docs/readme.txt", b"hello")
+            && t.contains_key("empty/inner")
+            && t.contains_key("bin/link")
+    })?;
 
     write(a, "docs/readme.txt", b"hello, edited")?;
     fs::set_permissions(a.join("bin/tool.sh"), fs::Permissions::from_mode(0o755))?;
     converge(&all, "edit and chmod +x", |t| {
-        file_is(t, "docs/readme.txt", b"hello, edited") && matches!(t.get("bin/tool.sh"), Some(Node::File { mode, .. }) if mode & 0o100 != 0)
+        file_is(t, "docs/readme.txt", b"hello, edited")
+            && matches!(t.get("bin/tool.sh"), Some(Node::File { mode, .. }) if mode & 0o100 != 0)
     })?;
 
     fs::rename(a.join("docs/readme.txt"), a.join("moved.txt"))?;
     fs::remove_dir(a.join("empty/inner"))?;
     fs::remove_file(a.join("bin/link"))?;
     converge(&all, "rename, rmdir, delete", |t| {
-        file_is(t, "moved.txt", b"hello, edited") && !t.contains_key("docs/readme.txt") && !t.contains_key("empty/inner") && !t.contains_key("bin/link")
+        file_is(t, "moved.txt", b"hello, edited")
+            && !t.contains_key("docs/readme.txt")
+            && !t.contains_key("empty/inner")
+            && !t.contains_key("bin/link")
     })?;
     Ok(())
 }
@@ -112,9 +139,13 @@ fn concurrent_edits_of_one_file_keep_both_contents_everywhere() -> Result<()> {
     let _run: Vec<Daemon> = d.iter().map(Dev::start).collect::<Result<_>>()?;
     let t = converge(&all, "both edits everywhere", |t| {
         let c = contents(t);
-        c.contains(&blake3::hash(b"from a").to_hex().to_string()) && c.contains(&blake3::hash(b"from b").to_hex().to_string())
+        c.contains(&blake3::hash(b"from a").to_hex().to_string())
+            && c.contains(&blake3::hash(b"from b").to_hex().to_string())
     })?;
-    ensure!(t.keys().any(|k| k.contains("conflicted copy")), "one side is a conflict copy: {t:?}");
+    ensure!(
+        t.keys().any(|k| k.contains("conflicted copy")),
+        "one side is a conflict copy: {t:?}"
+    );
     Ok(())
 }
 
@@ -125,12 +156,16 @@ fn an_edit_survives_a_concurrent_delete_on_another_device() -> Result<()> {
     {
         let _run: Vec<Daemon> = d.iter().map(Dev::start).collect::<Result<_>>()?;
         write(d[0].path(), "notes.txt", b"v1")?;
-        converge(&all, "the first version", |t| file_is(t, "notes.txt", b"v1"))?;
+        converge(&all, "the first version", |t| {
+            file_is(t, "notes.txt", b"v1")
+        })?;
     }
     write(d[0].path(), "notes.txt", b"edited on a")?;
     fs::remove_file(d[1].path().join("notes.txt"))?;
     let _run: Vec<Daemon> = d.iter().map(Dev::start).collect::<Result<_>>()?;
-    converge(&all, "the edit everywhere", |t| contents(t).contains(&blake3::hash(b"edited on a").to_hex().to_string()))?;
+    converge(&all, "the edit everywhere", |t| {
+        contents(t).contains(&blake3::hash(b"edited on a").to_hex().to_string())
+    })?;
     Ok(())
 }
 
@@ -140,7 +175,11 @@ fn offline_changes_on_both_sides_converge_after_a_restart_with_nothing_lost() ->
     let all: Vec<&Dev> = d.iter().collect();
     let run_a = d[0].start()?;
     for i in 0..20 {
-        write(d[0].path(), &format!("base/{i}.txt"), format!("base {i}").as_bytes())?;
+        write(
+            d[0].path(),
+            &format!("base/{i}.txt"),
+            format!("base {i}").as_bytes(),
+        )?;
     }
     {
         let _b = d[1].start()?;
@@ -149,20 +188,38 @@ fn offline_changes_on_both_sides_converge_after_a_restart_with_nothing_lost() ->
     }
     // B is stopped: A makes 50 changes (30 new, 10 edits, 10 deletes), B 10 of its own.
     for i in 0..30 {
-        write(d[0].path(), &format!("from-a/{i}.txt"), format!("a {i}").as_bytes())?;
+        write(
+            d[0].path(),
+            &format!("from-a/{i}.txt"),
+            format!("a {i}").as_bytes(),
+        )?;
     }
     for i in 0..10 {
-        write(d[0].path(), &format!("base/{i}.txt"), format!("edited by a {i}").as_bytes())?;
+        write(
+            d[0].path(),
+            &format!("base/{i}.txt"),
+            format!("edited by a {i}").as_bytes(),
+        )?;
         fs::remove_file(d[0].path().join(format!("base/{}.txt", i + 10)))?;
     }
     for i in 0..10 {
-        write(d[1].path(), &format!("from-b/{i}.txt"), format!("b {i}").as_bytes())?;
+        write(
+            d[1].path(),
+            &format!("from-b/{i}.txt"),
+            format!("b {i}").as_bytes(),
+        )?;
     }
     let _b = d[1].start()?;
     converge(&all, "both sides' changes", |t| {
         (0..30).all(|i| file_is(t, &format!("from-a/{i}.txt"), format!("a {i}").as_bytes()))
             && (0..10).all(|i| file_is(t, &format!("from-b/{i}.txt"), format!("b {i}").as_bytes()))
-            && (0..10).all(|i| file_is(t, &format!("base/{i}.txt"), format!("edited by a {i}").as_bytes()))
+            && (0..10).all(|i| {
+                file_is(
+                    t,
+                    &format!("base/{i}.txt"),
+                    format!("edited by a {i}").as_bytes(),
+                )
+            })
             && (10..20).all(|i| !t.contains_key(&format!("base/{i}.txt")))
     })?;
     drop(run_a);
@@ -170,24 +227,35 @@ fn offline_changes_on_both_sides_converge_after_a_restart_with_nothing_lost() ->
 }
 
 #[test]
-fn a_daemon_killed_mid_transfer_converges_after_a_restart_without_visible_temp_files() -> Result<()> {
+fn a_daemon_killed_mid_transfer_converges_after_a_restart_without_visible_temp_files() -> Result<()>
+{
     let (s, d) = devices(Backend::Local, &["a", "b"])?;
     let all: Vec<&Dev> = d.iter().collect();
     for i in 0..4u64 {
-        write(d[0].path(), &format!("big/{i}.bin"), &random_bytes(i + 7, 24 * 1024 * 1024))?;
+        write(
+            d[0].path(),
+            &format!("big/{i}.bin"),
+            &random_bytes(i + 7, 24 * 1024 * 1024),
+        )?;
     }
     // Kill A while it uploads (right after it started), and B while it downloads.
     let a = d[0].device.daemon_no_wait()?;
     let blobs = s.dir.path().join("blobs");
     let stored = || walk_count(&blobs);
-    wait_for("A's first stored object", CONVERGE, || (stored() > 0).then_some(()))?;
+    wait_for("A's first stored object", CONVERGE, || {
+        (stored() > 0).then_some(())
+    })?;
     a.kill();
     let a = d[0].start()?;
     let b = d[1].device.daemon_no_wait()?;
-    wait_for("B to write its first file", CONVERGE, || d[1].path().join("big").read_dir().ok()?.next().map(|_| ()))?;
+    wait_for("B to write its first file", CONVERGE, || {
+        d[1].path().join("big").read_dir().ok()?.next().map(|_| ())
+    })?;
     b.kill();
     let _b = d[1].start()?;
-    converge(&all, "the big files everywhere", |t| (0..4).all(|i| t.contains_key(&format!("big/{i}.bin"))))?;
+    converge(&all, "the big files everywhere", |t| {
+        (0..4).all(|i| t.contains_key(&format!("big/{i}.bin")))
+    })?;
     drop(a);
     Ok(())
 }
@@ -195,7 +263,15 @@ fn a_daemon_killed_mid_transfer_converges_after_a_restart_without_visible_temp_f
 /// Files below `dir` (0 when it does not exist yet).
 fn walk_count(dir: &Path) -> usize {
     let Ok(rd) = fs::read_dir(dir) else { return 0 };
-    rd.flatten().map(|e| if e.path().is_dir() { walk_count(&e.path()) } else { 1 }).sum()
+    rd.flatten()
+        .map(|e| {
+            if e.path().is_dir() {
+                walk_count(&e.path())
+            } else {
+                1
+            }
+        })
+        .sum()
 }
 
 #[test]
@@ -204,9 +280,15 @@ fn a_burst_of_a_thousand_files_converges_on_every_device() -> Result<()> {
     let all: Vec<&Dev> = d.iter().collect();
     let _run: Vec<Daemon> = d.iter().map(Dev::start).collect::<Result<_>>()?;
     for i in 0..1000 {
-        write(d[0].path(), &format!("burst/{:02}/{i}.txt", i % 20), format!("file {i}").as_bytes())?;
+        write(
+            d[0].path(),
+            &format!("burst/{:02}/{i}.txt", i % 20),
+            format!("file {i}").as_bytes(),
+        )?;
     }
-    converge(&all, "1000 files", |t| t.keys().filter(|k| k.ends_with(".txt")).count() == 1000)?;
+    converge(&all, "1000 files", |t| {
+        t.keys().filter(|k| k.ends_with(".txt")).count() == 1000
+    })?;
     Ok(())
 }
 
@@ -216,16 +298,35 @@ fn renaming_a_hundred_mib_file_uploads_no_chunk() -> Result<()> {
     let all: Vec<&Dev> = d.iter().collect();
     let run_a = d[0].start()?;
     let _b = d[1].start()?;
-    write(d[0].path(), "video.bin", &random_bytes(42, 100 * 1024 * 1024))?;
+    write(
+        d[0].path(),
+        "video.bin",
+        &random_bytes(42, 100 * 1024 * 1024),
+    )?;
     converge(&all, "the big file", |t| t.contains_key("video.bin"))?;
     let mark = run_a.events().len();
     fs::create_dir(d[0].path().join("archive"))?;
-    fs::rename(d[0].path().join("video.bin"), d[0].path().join("archive/video.bin"))?;
-    converge(&all, "the renamed file", |t| t.contains_key("archive/video.bin") && !t.contains_key("video.bin"))?;
+    fs::rename(
+        d[0].path().join("video.bin"),
+        d[0].path().join("archive/video.bin"),
+    )?;
+    converge(&all, "the renamed file", |t| {
+        t.contains_key("archive/video.bin") && !t.contains_key("video.bin")
+    })?;
     let after = run_a.events_since(mark);
-    let uploaded: u64 = after.iter().filter(|e| e["event"] == "round").filter_map(|e| e["chunks_uploaded"].as_u64()).sum();
-    ensure!(uploaded == 0, "the rename uploaded {uploaded} chunks: {after:?}");
-    ensure!(after.iter().any(|e| e["event"] == "moved"), "no move event: {after:?}");
+    let uploaded: u64 = after
+        .iter()
+        .filter(|e| e["event"] == "round")
+        .filter_map(|e| e["chunks_uploaded"].as_u64())
+        .sum();
+    ensure!(
+        uploaded == 0,
+        "the rename uploaded {uploaded} chunks: {after:?}"
+    );
+    ensure!(
+        after.iter().any(|e| e["event"] == "moved"),
+        "no move event: {after:?}"
+    );
     Ok(())
 }
 
