@@ -32,8 +32,7 @@ fn main() {
         black_box(blake3::hash(black_box(&data)));
     });
     let cdc = best_of(|| {
-        let n = cairn::chunker::cdc(&data, params)
-        .count();
+        let n = cairn::chunker::cdc(&data, params).count();
         black_box(n);
     });
     let bytes = best_of(|| {
@@ -73,18 +72,28 @@ fn edit_locality(files: u64, params: ChunkParams) {
         ("insert 100 bytes in the middle", |d, _| {
             d.splice(10 << 20..10 << 20, [7u8; 100]);
         }),
-        ("append 1 MiB", |d, seed| d.extend_from_slice(&pseudo_random(1 << 20, seed ^ 0xa5))),
+        ("append 1 MiB", |d, seed| {
+            d.extend_from_slice(&pseudo_random(1 << 20, seed ^ 0xa5))
+        }),
     ];
-    println!("\nNew chunks per edit over {files} random 20 MiB files (share of files with 1 / 2 / 3 / 4+ new chunks):\n");
+    println!(
+        "\nNew chunks per edit over {files} random 20 MiB files (share of files with 1 / 2 / 3 / 4+ new chunks):\n"
+    );
     println!("| edit | 1 | 2 | 3 | 4+ | ≤ 2 |");
     println!("|---|---:|---:|---:|---:|---:|");
     for (name, edit) in edits {
         let mut hist = [0u64; 5];
         for seed in 1..=files {
             let mut data = pseudo_random(20 << 20, seed * 7919);
-            let old: HashSet<_> = chunk_bytes(&data, params).into_iter().map(|c| c.id).collect();
+            let old: HashSet<_> = chunk_bytes(&data, params)
+                .into_iter()
+                .map(|c| c.id)
+                .collect();
             edit(&mut data, seed);
-            let new = chunk_bytes(&data, params).into_iter().filter(|c| !old.contains(&c.id)).count();
+            let new = chunk_bytes(&data, params)
+                .into_iter()
+                .filter(|c| !old.contains(&c.id))
+                .count();
             hist[new.min(4)] += 1;
         }
         let pct = |n: u64| format!("{:.1}%", 100.0 * n as f64 / files as f64);

@@ -182,7 +182,13 @@ pub const NORMALIZATION: Normalization = Normalization::Level2;
 
 /// FastCDC v2020 over `data` with the namespace's sizes and [`NORMALIZATION`].
 pub fn cdc(data: &[u8], params: ChunkParams) -> FastCDC<'_> {
-    FastCDC::with_level(data, params.min as usize, params.avg as usize, params.max as usize, NORMALIZATION)
+    FastCDC::with_level(
+        data,
+        params.min as usize,
+        params.avg as usize,
+        params.max as usize,
+        NORMALIZATION,
+    )
 }
 
 /// The cut points of `data` as ranges, the last one ending at `data.len()`.

@@ -5,13 +5,23 @@ use std::path::PathBuf;
 use clap::{ArgAction, Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "cairn", version, about = "Cairn: content-addressed file sync on your own storage")]
+#[command(
+    name = "cairn",
+    version,
+    about = "Cairn: content-addressed file sync on your own storage"
+)]
 pub struct Cli {
     /// The metadata server's URL, e.g. http://127.0.0.1:7070.
     #[arg(long, env = "CAIRN_SERVER", global = true, value_name = "URL")]
     pub server: Option<String>,
     /// The device token (prefer CAIRN_TOKEN, config.toml or the token file: command lines leak).
-    #[arg(long, env = "CAIRN_TOKEN", global = true, hide_env_values = true, value_name = "TOKEN")]
+    #[arg(
+        long,
+        env = "CAIRN_TOKEN",
+        global = true,
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     pub token: Option<String>,
     /// This device's config and state directory (default: the XDG config and data dirs).
     #[arg(long, env = "CAIRN_HOME", global = true, value_name = "DIR")]

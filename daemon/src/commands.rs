@@ -31,10 +31,12 @@ impl Ui {
         if !self.quiet && std::io::stderr().is_terminal() {
             pb.set_draw_target(ProgressDrawTarget::stderr());
             pb.set_style(
-                ProgressStyle::with_template("{msg:>10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}")
-                    // The template is static and valid.
-                    .expect("valid progress template")
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{msg:>10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+                )
+                // The template is static and valid.
+                .expect("valid progress template")
+                .progress_chars("=> "),
             );
         }
         pb.set_message(what);
@@ -73,16 +75,31 @@ pub struct PullSummary {
 /// The folder's canonical root; it must exist and be a directory.
 pub(crate) fn canonical_root(dir: &Path) -> Result<PathBuf> {
     let root = dir.canonicalize().map_err(|e| {
-        Error::Config(format!("folder {} cannot be used: {e} — create it first or check the path", dir.display()))
+        Error::Config(format!(
+            "folder {} cannot be used: {e} — create it first or check the path",
+            dir.display()
+        ))
     })?;
     if !root.is_dir() {
-        return Err(Error::Config(format!("{} is not a directory", root.display())));
+        return Err(Error::Config(format!(
+            "{} is not a directory",
+            root.display()
+        )));
     }
     Ok(root)
 }
 
 /// Connects and reads the namespace and the remote tree. Entries with unusable paths are reported.
-pub(crate) async fn open_remote(cfg: &Config, namespace: &str) -> Result<(Remote, cairn_proto::pb::NamespaceInfo, RemoteTree, Seq, Vec<Error>)> {
+pub(crate) async fn open_remote(
+    cfg: &Config,
+    namespace: &str,
+) -> Result<(
+    Remote,
+    cairn_proto::pb::NamespaceInfo,
+    RemoteTree,
+    Seq,
+    Vec<Error>,
+)> {
     let remote = Remote::connect(cfg, namespace).await?;
     let info = remote.get_namespace().await?;
     let (entries, head) = remote.list_tree().await?;
@@ -90,23 +107,36 @@ pub(crate) async fn open_remote(cfg: &Config, namespace: &str) -> Result<(Remote
     let mut errors = Vec::new();
     for e in &entries {
         if let Err(err) = validate_path(&e.path) {
-            errors.push(Error::path(&e.path, format!("the server sent a path that is refused here: {err}")));
+            errors.push(Error::path(
+                &e.path,
+                format!("the server sent a path that is refused here: {err}"),
+            ));
             continue;
         }
         match RemoteEntry::from_pb(e) {
             Some(r) => {
                 tree.insert(e.path.clone(), r);
             }
-            None => errors.push(Error::path(&e.path, "the server sent an entry this client cannot read")),
+            None => errors.push(Error::path(
+                &e.path,
+                "the server sent an entry this client cannot read",
+            )),
         }
     }
     Ok((remote, info, tree, head, errors))
 }
 
 pub(crate) fn params_of(info: &cairn_proto::pb::NamespaceInfo) -> Result<ChunkParams> {
-    let p = ChunkParams { min: info.chunk_min, avg: info.chunk_avg, max: info.chunk_max };
+    let p = ChunkParams {
+        min: info.chunk_min,
+        avg: info.chunk_avg,
+        max: info.chunk_max,
+    };
     if p.min == 0 || p.min > p.avg || p.avg > p.max {
-        return Err(Error::Protocol(format!("namespace {} has unusable chunk parameters {p:?}", info.name)));
+        return Err(Error::Protocol(format!(
+            "namespace {} has unusable chunk parameters {p:?}",
+            info.name
+        )));
     }
     Ok(p)
 }
@@ -114,8 +144,13 @@ pub(crate) fn params_of(info: &cairn_proto::pb::NamespaceInfo) -> Result<ChunkPa
 /// Keeps ops whose local side the scan saw: an unreadable path is not a deleted one.
 pub(crate) fn known_locally(op: &Op, scanned: &crate::scanner::Scanned) -> bool {
     let p = op.path();
-    let under_skipped = scanned.skipped.iter().any(|s| p == s || p.strip_prefix(s.as_str()).is_some_and(|r| r.starts_with('/')));
-    let unsure_delete = scanned.incomplete && matches!(op, Op::DeleteRemote { .. } | Op::ForgetSynced { .. });
+    let under_skipped = scanned.skipped.iter().any(|s| {
+        p == s
+            || p.strip_prefix(s.as_str())
+                .is_some_and(|r| r.starts_with('/'))
+    });
+    let unsure_delete =
+        scanned.incomplete && matches!(op, Op::DeleteRemote { .. } | Op::ForgetSynced { .. });
     !(under_skipped || unsure_delete)
 }
 
@@ -188,12 +223,20 @@ pub async fn pull(cfg: &Config, dir: &Path, namespace: &str, ui: Ui) -> Result<P
     let ops: Vec<Op> = plan(&scanned.tree, &remote_tree, &synced)
         .into_iter()
         .filter_map(|op| match op {
-            Op::Upload { path, conflict: true, .. } => {
+            Op::Upload {
+                path,
+                conflict: true,
+                ..
+            } => {
                 let r = remote_tree.get(&path)?;
                 let version = r.version;
                 match r.content {
                     Some(crate::tree::Content::Dir) => Some(Op::MkdirLocal { path, version }),
-                    Some(_) => Some(Op::Download { path, version, conflict: true }),
+                    Some(_) => Some(Op::Download {
+                        path,
+                        version,
+                        conflict: true,
+                    }),
                     None => None,
                 }
             }
@@ -203,13 +246,27 @@ pub async fn pull(cfg: &Config, dir: &Path, namespace: &str, ui: Ui) -> Result<P
         .collect();
     tracing::debug!(ops = ops.len(), "pull plan");
     let bar = ui.bar("downloading");
-    let device = if info.device.is_empty() { "this device".to_owned() } else { info.device.clone() };
-    let mut exec = Pull { remote: &remote, root: &root, device: &device, state: &mut state, folder, progress: &bar };
+    let device = if info.device.is_empty() {
+        "this device".to_owned()
+    } else {
+        info.device.clone()
+    };
+    let mut exec = Pull {
+        remote: &remote,
+        root: &root,
+        device: &device,
+        state: &mut state,
+        folder,
+        progress: &bar,
+    };
     let mut stats = exec.run(&ops, &remote_tree, &synced).await?;
     bar.finish_and_clear();
     state.set_device_and_cursor(folder, &info.device, head)?;
     errors.append(&mut stats.errors);
-    let files = remote_tree.values().filter(|r| matches!(r.content, Some(crate::tree::Content::File { .. }))).count() as u64;
+    let files = remote_tree
+        .values()
+        .filter(|r| matches!(r.content, Some(crate::tree::Content::File { .. })))
+        .count() as u64;
     Ok(PullSummary {
         files,
         files_written: stats.files_written,
@@ -223,7 +280,11 @@ pub async fn pull(cfg: &Config, dir: &Path, namespace: &str, ui: Ui) -> Result<P
 }
 
 /// All versions of one path, newest first.
-pub async fn versions(cfg: &Config, namespace: &str, file: &str) -> Result<Vec<cairn_proto::pb::Entry>> {
+pub async fn versions(
+    cfg: &Config,
+    namespace: &str,
+    file: &str,
+) -> Result<Vec<cairn_proto::pb::Entry>> {
     let path = cairn_proto::to_nfc(file.trim_start_matches("./"));
     validate_path(&path).map_err(|e| Error::path(&path, e))?;
     let remote = Remote::connect(cfg, namespace).await?;

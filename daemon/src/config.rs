@@ -32,9 +32,14 @@ impl Dirs {
     /// `--home DIR` holds both; otherwise the XDG config and data dirs, `cairn` inside each.
     pub fn resolve(home: Option<&Path>) -> Result<Self> {
         if let Some(h) = home {
-            return Ok(Dirs { config: h.to_owned(), data: h.to_owned() });
+            return Ok(Dirs {
+                config: h.to_owned(),
+                data: h.to_owned(),
+            });
         }
-        let missing = || Error::Config("cannot find a home directory for cairn's config and state — pass --home DIR or set CAIRN_HOME".into());
+        let missing = || {
+            Error::Config("cannot find a home directory for cairn's config and state — pass --home DIR or set CAIRN_HOME".into())
+        };
         let config = dirs::config_dir().ok_or_else(missing)?.join("cairn");
         let data = dirs::data_dir().ok_or_else(missing)?.join("cairn");
         Ok(Dirs { config, data })
@@ -71,7 +76,11 @@ struct FileConfig {
 impl Config {
     /// Resolves server and token. `server` and `token` are the flag-or-environment values (clap
     /// already applied flag > env).
-    pub fn resolve(server: Option<String>, token: Option<String>, home: Option<&Path>) -> Result<Self> {
+    pub fn resolve(
+        server: Option<String>,
+        token: Option<String>,
+        home: Option<&Path>,
+    ) -> Result<Self> {
         let dirs = Dirs::resolve(home)?;
         let file_path = dirs.config.join("config.toml");
         let file = read_file_config(&file_path)?;
@@ -83,14 +92,23 @@ impl Config {
         })?;
         let server = validate_server(&server)?;
         let scan_interval = match file.scan_interval {
-            Some(0) => return Err(Error::Config(format!("{}: scan_interval must be at least 1 (seconds)", file_path.display()))),
+            Some(0) => {
+                return Err(Error::Config(format!(
+                    "{}: scan_interval must be at least 1 (seconds)",
+                    file_path.display()
+                )));
+            }
             Some(s) => std::time::Duration::from_secs(s),
             None => DEFAULT_SCAN_INTERVAL,
         };
         let token = match (token, file.token, file.token_file) {
             (Some(t), _, _) | (None, Some(t), _) => t,
             (None, None, Some(tf)) => {
-                let tf = if tf.is_relative() { dirs.config.join(tf) } else { tf };
+                let tf = if tf.is_relative() {
+                    dirs.config.join(tf)
+                } else {
+                    tf
+                };
                 read_token_file(&tf)?
             }
             (None, None, None) => {
@@ -110,21 +128,36 @@ impl Config {
         if token.is_empty() || token.chars().any(|c| c.is_control() || c == ' ') {
             return Err(Error::Config("the device token is empty or has spaces or control characters — check CAIRN_TOKEN / --token / the token file".into()));
         }
-        Ok(Config { server, token: Token(token), dirs, scan_interval })
+        Ok(Config {
+            server,
+            token: Token(token),
+            dirs,
+            scan_interval,
+        })
     }
 }
 
 fn read_file_config(path: &Path) -> Result<FileConfig> {
     match std::fs::read_to_string(path) {
-        Ok(text) => toml::from_str(&text)
-            .map_err(|e| Error::Config(format!("{}: {} — fix the file (keys: server, token, token_file, scan_interval)", path.display(), e.message()))),
+        Ok(text) => toml::from_str(&text).map_err(|e| {
+            Error::Config(format!(
+                "{}: {} — fix the file (keys: server, token, token_file, scan_interval)",
+                path.display(),
+                e.message()
+            ))
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileConfig::default()),
         Err(e) => Err(Error::io(path, e)),
     }
 }
 
 fn read_token_file(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| Error::Config(format!("cannot read the token file {}: {e}", path.display())))
+    std::fs::read_to_string(path).map_err(|e| {
+        Error::Config(format!(
+            "cannot read the token file {}: {e}",
+            path.display()
+        ))
+    })
 }
 
 fn validate_server(s: &str) -> Result<String> {
@@ -146,7 +179,10 @@ mod tests {
         let c = Config {
             server: "http://x".into(),
             token: Token("s3cr3t".into()),
-            dirs: Dirs { config: "/c".into(), data: "/d".into() },
+            dirs: Dirs {
+                config: "/c".into(),
+                data: "/d".into(),
+            },
             scan_interval: DEFAULT_SCAN_INTERVAL,
         };
         assert!(!format!("{c:?}").contains("s3cr3t"));
@@ -155,12 +191,21 @@ mod tests {
     #[test]
     fn flags_win_over_the_config_file_and_the_token_file_is_the_last_resort() {
         let home = tempfile::tempdir().unwrap();
-        std::fs::write(home.path().join("config.toml"), "server = \"http://file:1\"\n").unwrap();
+        std::fs::write(
+            home.path().join("config.toml"),
+            "server = \"http://file:1\"\n",
+        )
+        .unwrap();
         std::fs::write(home.path().join("token"), "tok-from-file\n").unwrap();
         let c = Config::resolve(None, None, Some(home.path())).unwrap();
         assert_eq!(c.server, "http://file:1");
         assert_eq!(c.token.expose(), "tok-from-file");
-        let c = Config::resolve(Some("http://flag:2/".into()), Some("t2".into()), Some(home.path())).unwrap();
+        let c = Config::resolve(
+            Some("http://flag:2/".into()),
+            Some("t2".into()),
+            Some(home.path()),
+        )
+        .unwrap();
         assert_eq!(c.server, "http://flag:2");
         assert_eq!(c.token.expose(), "t2");
     }
@@ -168,7 +213,12 @@ mod tests {
     #[test]
     fn a_missing_server_names_the_settings_to_use() {
         let home = tempfile::tempdir().unwrap();
-        let err = Config::resolve(None, Some("t".into()), Some(home.path())).unwrap_err().to_string();
-        assert!(err.contains("--server") && err.contains("CAIRN_SERVER"), "{err}");
+        let err = Config::resolve(None, Some("t".into()), Some(home.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--server") && err.contains("CAIRN_SERVER"),
+            "{err}"
+        );
     }
 }

@@ -16,13 +16,20 @@ pub enum Error {
     /// A setting is missing or invalid; the message names it and what to do.
     #[error("{0}")]
     Config(String),
-    #[error("cannot reach server {url}: {detail} — is cairn-server running? check --server / CAIRN_SERVER")]
+    #[error(
+        "cannot reach server {url}: {detail} — is cairn-server running? check --server / CAIRN_SERVER"
+    )]
     Unreachable { url: String, detail: String },
-    #[error("the server refused the request ({0}) — check the token (--token, CAIRN_TOKEN, config.toml or the token file) and --namespace")]
+    #[error(
+        "the server refused the request ({0}) — check the token (--token, CAIRN_TOKEN, config.toml or the token file) and --namespace"
+    )]
     Refused(String),
     /// A gRPC call failed for another reason.
     #[error("server call {call} failed: {status}")]
-    Rpc { call: &'static str, status: Box<tonic::Status> },
+    Rpc {
+        call: &'static str,
+        status: Box<tonic::Status>,
+    },
     /// The server answered something the client cannot use.
     #[error("unexpected answer from the server: {0}")]
     Protocol(String),
@@ -30,9 +37,15 @@ pub enum Error {
     #[error("transfer failed: {detail}")]
     Transfer { detail: String, transient: bool },
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("local state database {}: {source} — is another cairn using this --home?", path.display())]
-    State { path: PathBuf, source: rusqlite::Error },
+    State {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error("local state database {}: cannot apply the schema: {detail}", path.display())]
     Migration { path: PathBuf, detail: String },
     /// One path failed; the rest of the run goes on.
@@ -44,11 +57,17 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     pub fn path(path: impl Into<String>, reason: impl std::fmt::Display) -> Self {
-        Error::Path { path: path.into(), reason: reason.to_string() }
+        Error::Path {
+            path: path.into(),
+            reason: reason.to_string(),
+        }
     }
 
     /// Maps a gRPC status to the error a user can act on.
@@ -58,10 +77,19 @@ impl Error {
             Code::Unauthenticated | Code::PermissionDenied => {
                 Error::Refused(format!("{call}: {}", status.message()))
             }
-            Code::Unavailable if status.message().contains("connect") || status.message().contains("transport") => {
-                Error::Unreachable { url: server.to_owned(), detail: status.message().to_owned() }
+            Code::Unavailable
+                if status.message().contains("connect")
+                    || status.message().contains("transport") =>
+            {
+                Error::Unreachable {
+                    url: server.to_owned(),
+                    detail: status.message().to_owned(),
+                }
             }
-            _ => Error::Rpc { call, status: Box::new(status) },
+            _ => Error::Rpc {
+                call,
+                status: Box::new(status),
+            },
         }
     }
 
@@ -71,7 +99,10 @@ impl Error {
             Error::Unreachable { .. } => true,
             Error::Rpc { status, .. } => matches!(
                 status.code(),
-                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Aborted | tonic::Code::ResourceExhausted
+                tonic::Code::Unavailable
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::Aborted
+                    | tonic::Code::ResourceExhausted
             ),
             Error::Transfer { transient, .. } => *transient,
             _ => false,

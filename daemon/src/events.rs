@@ -19,7 +19,10 @@ impl Events {
         obj.insert("event".into(), kind.into());
         obj.insert(
             "ts_ms".into(),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64).into(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64)
+                .into(),
         );
         let line = serde_json::Value::Object(obj).to_string();
         if self.json {

@@ -19,11 +19,16 @@ impl IgnoreRules {
     /// scanner honoured the same files, so a broken one only loses its remote-side filtering).
     pub fn load(root: &Path, local: &LocalTree) -> Self {
         let mut rules = Vec::new();
-        for path in local.keys().filter(|p| p.rsplit('/').next() == Some(IGNORE_FILE)) {
+        for path in local
+            .keys()
+            .filter(|p| p.rsplit('/').next() == Some(IGNORE_FILE))
+        {
             let dir = path.strip_suffix(IGNORE_FILE).unwrap_or_default();
             let mut b = GitignoreBuilder::new(root.join(dir));
             if b.add(root.join(path)).is_some() {
-                tracing::warn!("{path}: cannot read all of it; some remote paths may not be filtered");
+                tracing::warn!(
+                    "{path}: cannot read all of it; some remote paths may not be filtered"
+                );
             }
             match b.build() {
                 Ok(g) => rules.push((dir.to_owned(), g)),
@@ -39,7 +44,10 @@ impl IgnoreRules {
             return true;
         }
         self.rules.iter().any(|(dir, g)| {
-            path.starts_with(dir.as_str()) && path.len() > dir.len() && g.matched_path_or_any_parents(root.join(path), is_dir).is_ignore()
+            path.starts_with(dir.as_str())
+                && path.len() > dir.len()
+                && g.matched_path_or_any_parents(root.join(path), is_dir)
+                    .is_ignore()
         })
     }
 }
@@ -55,8 +63,15 @@ mod tests {
         std::fs::create_dir(d.path().join("sub")).unwrap();
         std::fs::write(d.path().join(".cairnignore"), "*.log\n").unwrap();
         std::fs::write(d.path().join("sub/.cairnignore"), "build/\n").unwrap();
-        let e = LocalEntry { content: Content::Dir, stat: Stat::default() };
-        let local: LocalTree = [(".cairnignore".to_owned(), e.clone()), ("sub/.cairnignore".to_owned(), e)].into();
+        let e = LocalEntry {
+            content: Content::Dir,
+            stat: Stat::default(),
+        };
+        let local: LocalTree = [
+            (".cairnignore".to_owned(), e.clone()),
+            ("sub/.cairnignore".to_owned(), e),
+        ]
+        .into();
         let r = IgnoreRules::load(d.path(), &local);
         assert!(r.is_ignored(d.path(), "x.log", false));
         assert!(r.is_ignored(d.path(), "sub/deep/y.log", false));

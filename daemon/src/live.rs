@@ -21,7 +21,11 @@ pub fn add(cfg: &Config, dir: &Path, namespace: &str) -> Result<PathBuf> {
     let root = canonical_root(dir)?;
     let marker = root.join(MARKER);
     if std::fs::symlink_metadata(&marker).is_err() {
-        std::fs::write(&marker, format!("cairn folder\nnamespace = {namespace:?}\n")).map_err(|e| Error::io(&marker, e))?;
+        std::fs::write(
+            &marker,
+            format!("cairn folder\nnamespace = {namespace:?}\n"),
+        )
+        .map_err(|e| Error::io(&marker, e))?;
     }
     let state = State::open(&cfg.dirs.state_db())?;
     state.add_live(&root, namespace, &cfg.server)?;
@@ -33,7 +37,10 @@ pub fn remove(cfg: &Config, dir: &Path) -> Result<PathBuf> {
     let root = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
     let state = State::open(&cfg.dirs.state_db())?;
     if state.remove_live(&root)? == 0 {
-        return Err(Error::Config(format!("{} is not a synced folder — `cairn status` lists them", root.display())));
+        return Err(Error::Config(format!(
+            "{} is not a synced folder — `cairn status` lists them",
+            root.display()
+        )));
     }
     let _ = std::fs::remove_file(root.join(MARKER));
     Ok(root)
@@ -58,7 +65,9 @@ pub async fn daemon(cfg: &Config, scan_interval: Option<Duration>, events: Event
     }
     let folders = State::open(&cfg.dirs.state_db())?.live_folders()?;
     if folders.is_empty() {
-        return Err(Error::Config("no folders to sync — add one with `cairn add DIR --namespace NS`".into()));
+        return Err(Error::Config(
+            "no folders to sync — add one with `cairn add DIR --namespace NS`".into(),
+        ));
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     // Folder tasks hold the state DB connection (not Sync) across awaits: they run on this thread.
@@ -77,8 +86,18 @@ pub async fn daemon(cfg: &Config, scan_interval: Option<Duration>, events: Event
                     Err(e) => {
                         events.emit("error", json!({ "folder": root, "error": e.to_string() }));
                         if let Ok(st) = State::open(&cfg.dirs.state_db()) {
-                            let state = if e.is_transient() { crate::status::SyncState::Offline } else { crate::status::SyncState::Error };
-                            let s = crate::status::FolderStatus { state, files_left: 0, bytes_left: 0, errors: vec![], detail: e.to_string() };
+                            let state = if e.is_transient() {
+                                crate::status::SyncState::Offline
+                            } else {
+                                crate::status::SyncState::Error
+                            };
+                            let s = crate::status::FolderStatus {
+                                state,
+                                files_left: 0,
+                                bytes_left: 0,
+                                errors: vec![],
+                                detail: e.to_string(),
+                            };
                             let _ = st.write_status(id, &s);
                         }
                         let mut stop = stop.clone();
@@ -102,14 +121,19 @@ pub async fn daemon(cfg: &Config, scan_interval: Option<Duration>, events: Event
         .await;
     // Let the folder tasks finish their rounds.
     if tokio::time::timeout(STOP_GRACE, local).await.is_err() {
-        tracing::warn!("stopping with a round still in flight; its temp files are removed at the next start");
+        tracing::warn!(
+            "stopping with a round still in flight; its temp files are removed at the next start"
+        );
     }
     Ok(())
 }
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}

@@ -24,11 +24,26 @@ pub fn ensure_parents(root: &Path, path: &str) -> Result<PathBuf> {
         cur.push(part);
         match std::fs::symlink_metadata(&cur) {
             Ok(md) if md.file_type().is_dir() => {}
-            Ok(_) => return Err(Error::path(path, format!("{} is not a directory here; not writing through it", cur.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir(&cur).map_err(|e| Error::path(path, format!("cannot create {}: {e}", cur.display())))?;
+            Ok(_) => {
+                return Err(Error::path(
+                    path,
+                    format!(
+                        "{} is not a directory here; not writing through it",
+                        cur.display()
+                    ),
+                ));
             }
-            Err(e) => return Err(Error::path(path, format!("cannot check {}: {e}", cur.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(&cur).map_err(|e| {
+                    Error::path(path, format!("cannot create {}: {e}", cur.display()))
+                })?;
+            }
+            Err(e) => {
+                return Err(Error::path(
+                    path,
+                    format!("cannot check {}: {e}", cur.display()),
+                ));
+            }
         }
     }
     Ok(cur)
@@ -45,7 +60,9 @@ pub fn temp_path(dir: &Path) -> PathBuf {
 }
 
 pub fn fsync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir).and_then(|f| f.sync_all()).map_err(|e| Error::io(dir, e))
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(dir, e))
 }
 
 /// Does the disk entry at `disk` still hold what the synced tree says (or nothing at all)?
@@ -61,14 +78,23 @@ pub fn current(disk: &Path, synced: Option<&SyncedEntry>) -> Result<Current> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Current::Absent),
         Err(e) => return Err(Error::io(disk, e)),
     };
-    let Some(s) = synced else { return Ok(Current::Different) };
+    let Some(s) = synced else {
+        return Ok(Current::Different);
+    };
     let ft = md.file_type();
     let same = match &s.content {
         Content::File { .. } => ft.is_file() && same_stat(s.stat, stat_of(&md)),
         Content::Dir => ft.is_dir(),
-        Content::Symlink(t) => ft.is_symlink() && std::fs::read_link(disk).is_ok_and(|l| l.to_str() == Some(t.as_str())),
+        Content::Symlink(t) => {
+            ft.is_symlink()
+                && std::fs::read_link(disk).is_ok_and(|l| l.to_str() == Some(t.as_str()))
+        }
     };
-    Ok(if same { Current::AsSynced } else { Current::Different })
+    Ok(if same {
+        Current::AsSynced
+    } else {
+        Current::Different
+    })
 }
 
 pub fn same_stat(a: Stat, b: Stat) -> bool {
@@ -85,7 +111,12 @@ pub fn move_to_conflict_copy(root: &Path, path: &str, device: &str) -> Result<St
         let to = disk_path(root, &copy)?;
         if std::fs::symlink_metadata(&to).is_err() {
             let from = root.join(path);
-            std::fs::rename(&from, &to).map_err(|e| Error::path(path, format!("cannot keep the local version as {copy}: {e}")))?;
+            std::fs::rename(&from, &to).map_err(|e| {
+                Error::path(
+                    path,
+                    format!("cannot keep the local version as {copy}: {e}"),
+                )
+            })?;
             return Ok(copy);
         }
     }

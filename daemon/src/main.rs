@@ -16,7 +16,9 @@ fn main() -> ExitCode {
     let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            let code = e.downcast_ref::<Error>().map_or(exit::ERROR, Error::exit_code);
+            let code = e
+                .downcast_ref::<Error>()
+                .map_or(exit::ERROR, Error::exit_code);
             eprintln!("cairn: error: {e:#}");
             code
         }
@@ -32,28 +34,49 @@ fn init_logging(cli: &Cli) {
         (false, 2) => "cairn=debug,info",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
-    let ui = Ui { quiet: cli.quiet, json: cli.json };
+    let ui = Ui {
+        quiet: cli.quiet,
+        json: cli.json,
+    };
     if let Command::Quickstart = cli.command {
         // Needs no server or token: it starts its own and creates both.
-        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
         rt.block_on(quickstart::run(ui))?;
         return Ok(exit::OK);
     }
     let cfg = Config::resolve(cli.server.clone(), cli.token.clone(), cli.home.as_deref())?;
     tracing::debug!(?cfg, "config");
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match &cli.command {
         Command::Push(a) => {
             let s = rt.block_on(commands::push(&cfg, &a.dir, &a.namespace, ui))?;
             let human = format!(
                 "pushed {}: {} files ({} bytes) scanned, {} chunks, {} uploaded ({} bytes), {} bytes deduplicated, {} committed, {} deleted, {} conflicts in {:.2}s",
-                a.dir.display(), s.files, s.bytes_scanned, s.chunks, s.chunks_uploaded, s.bytes_uploaded, s.bytes_deduplicated,
-                s.committed, s.deleted, s.conflicts, s.seconds
+                a.dir.display(),
+                s.files,
+                s.bytes_scanned,
+                s.chunks,
+                s.chunks_uploaded,
+                s.bytes_uploaded,
+                s.bytes_deduplicated,
+                s.committed,
+                s.deleted,
+                s.conflicts,
+                s.seconds
             );
             Ok(report(ui, &s, &human, &s.errors))
         }
@@ -61,16 +84,30 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             let s = rt.block_on(commands::pull(&cfg, &a.dir, &a.namespace, ui))?;
             let human = format!(
                 "pulled into {}: {} files on the server, {} written, {} chunks ({} bytes) downloaded, {} deleted, {} conflicts in {:.2}s",
-                a.dir.display(), s.files, s.files_written, s.chunks_downloaded, s.bytes_downloaded, s.deleted, s.conflicts, s.seconds
+                a.dir.display(),
+                s.files,
+                s.files_written,
+                s.chunks_downloaded,
+                s.bytes_downloaded,
+                s.deleted,
+                s.conflicts,
+                s.seconds
             );
             Ok(report(ui, &s, &human, &s.errors))
         }
         Command::Add(a) => {
             let root = cairn::live::add(&cfg, &a.dir, &a.namespace)?;
             if ui.json {
-                println!("{}", serde_json::json!({ "folder": root, "namespace": a.namespace }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "folder": root, "namespace": a.namespace })
+                );
             } else if !ui.quiet {
-                eprintln!("syncing {} with namespace {} (run `cairn daemon`)", root.display(), a.namespace);
+                eprintln!(
+                    "syncing {} with namespace {} (run `cairn daemon`)",
+                    root.display(),
+                    a.namespace
+                );
             }
             Ok(exit::OK)
         }
@@ -84,7 +121,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(exit::OK)
         }
         Command::Daemon(a) => {
-            let events = cairn::events::Events { json: ui.json, quiet: ui.quiet };
+            let events = cairn::events::Events {
+                json: ui.json,
+                quiet: ui.quiet,
+            };
             let interval = a.scan_interval.map(std::time::Duration::from_secs);
             rt.block_on(cairn::live::daemon(&cfg, interval, events))?;
             Ok(exit::OK)
@@ -95,14 +135,27 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 println!("{}", serde_json::json!({ "folders": rows }));
             } else {
                 for r in &rows {
-                    println!("{}\t{}\t{}\t{} files, {} bytes left{}", r.folder.display(), r.namespace, r.state, r.files_left, r.bytes_left,
-                        if r.detail.is_empty() { String::new() } else { format!("\t{}", r.detail) });
+                    println!(
+                        "{}\t{}\t{}\t{} files, {} bytes left{}",
+                        r.folder.display(),
+                        r.namespace,
+                        r.state,
+                        r.files_left,
+                        r.bytes_left,
+                        if r.detail.is_empty() {
+                            String::new()
+                        } else {
+                            format!("\t{}", r.detail)
+                        }
+                    );
                     for e in &r.errors {
                         println!("  {}: {}", e.path, e.reason);
                     }
                 }
             }
-            let bad = rows.iter().any(|r| r.state == "error" || !r.errors.is_empty());
+            let bad = rows
+                .iter()
+                .any(|r| r.state == "error" || !r.errors.is_empty());
             Ok(if bad { exit::PARTIAL } else { exit::OK })
         }
         Command::Quickstart => unreachable!("quickstart returns before the config is resolved"),
@@ -119,12 +172,22 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                         })
                     })
                     .collect();
-                println!("{}", serde_json::json!({ "path": a.file, "versions": list }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "path": a.file, "versions": list })
+                );
             } else {
                 for v in &versions {
                     let meta = v.meta.clone().unwrap_or_default();
-                    let what = if v.deleted { "deleted".to_owned() } else { format!("{} bytes", meta.size) };
-                    println!("v{}\t{}\t{}\t{}", v.version, v.committed_at_ms, v.device, what);
+                    let what = if v.deleted {
+                        "deleted".to_owned()
+                    } else {
+                        format!("{} bytes", meta.size)
+                    };
+                    println!(
+                        "v{}\t{}\t{}\t{}",
+                        v.version, v.committed_at_ms, v.device, what
+                    );
                 }
             }
             Ok(exit::OK)
@@ -136,12 +199,19 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
 fn report<S: serde::Serialize>(ui: Ui, summary: &S, human: &str, errors: &[String]) -> i32 {
     if ui.json {
         // A summary of plain numbers and strings always serialises.
-        println!("{}", serde_json::to_string(summary).expect("summary serialises"));
+        println!(
+            "{}",
+            serde_json::to_string(summary).expect("summary serialises")
+        );
     } else if !ui.quiet {
         eprintln!("{human}");
     }
     for e in errors {
         eprintln!("cairn: {e}");
     }
-    if errors.is_empty() { exit::OK } else { exit::PARTIAL }
+    if errors.is_empty() {
+        exit::OK
+    } else {
+        exit::PARTIAL
+    }
 }

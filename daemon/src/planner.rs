@@ -14,12 +14,20 @@ use crate::tree::{Content, LocalEntry, LocalTree, RemoteTree, SyncedEntry, Synce
 pub enum Op {
     /// Commit the local entry. `conflict`: the remote changed too (differently), so the base is
     /// stale on purpose and the server stores the content as a conflict copy.
-    Upload { path: String, base_version: Version, conflict: bool },
+    Upload {
+        path: String,
+        base_version: Version,
+        conflict: bool,
+    },
     /// Commit a tombstone: the path was deleted here since the last sync.
     DeleteRemote { path: String, base_version: Version },
     /// Write the remote file or symlink here. `conflict`: the local entry changed too; the
     /// executor keeps it as a conflict copy.
-    Download { path: String, version: Version, conflict: bool },
+    Download {
+        path: String,
+        version: Version,
+        conflict: bool,
+    },
     /// Create the remote directory here.
     MkdirLocal { path: String, version: Version },
     /// Remove the local entry (the remote deleted it; the local one did not change).
@@ -30,10 +38,19 @@ pub enum Op {
     ForgetSynced { path: String },
     /// A local rename: commit `to` as a move of `from` (no chunk travels). `from_version` is the
     /// synced (and still current remote) version of `from`; `base_version` that of `to` (0).
-    MoveRemote { from: String, to: String, from_version: Version, base_version: Version },
+    MoveRemote {
+        from: String,
+        to: String,
+        from_version: Version,
+        base_version: Version,
+    },
     /// A remote rename: the local file at `from` already holds `to`'s content, so rename it here
     /// instead of downloading.
-    MoveLocal { from: String, to: String, version: Version },
+    MoveLocal {
+        from: String,
+        to: String,
+        version: Version,
+    },
 }
 
 impl Op {
@@ -60,7 +77,11 @@ impl Op {
     pub fn is_upload_side(&self) -> bool {
         matches!(
             self,
-            Op::Upload { .. } | Op::DeleteRemote { .. } | Op::MoveRemote { .. } | Op::RecordSynced { .. } | Op::ForgetSynced { .. }
+            Op::Upload { .. }
+                | Op::DeleteRemote { .. }
+                | Op::MoveRemote { .. }
+                | Op::RecordSynced { .. }
+                | Op::ForgetSynced { .. }
         )
     }
 
@@ -79,8 +100,15 @@ impl Op {
 
 /// Plans one path at a time over the union of the three trees; same input, same output.
 pub fn plan(local: &LocalTree, remote: &RemoteTree, synced: &SyncedTree) -> Vec<Op> {
-    let paths: BTreeSet<&String> = local.keys().chain(remote.keys()).chain(synced.keys()).collect();
-    let mut ops: Vec<Op> = paths.into_iter().filter_map(|p| plan_path(p, local, remote, synced)).collect();
+    let paths: BTreeSet<&String> = local
+        .keys()
+        .chain(remote.keys())
+        .chain(synced.keys())
+        .collect();
+    let mut ops: Vec<Op> = paths
+        .into_iter()
+        .filter_map(|p| plan_path(p, local, remote, synced))
+        .collect();
     sort_ops(&mut ops);
     ops
 }
@@ -96,7 +124,12 @@ pub fn sort_ops(ops: &mut [Op]) {
     });
 }
 
-fn plan_path(path: &str, local: &LocalTree, remote: &RemoteTree, synced: &SyncedTree) -> Option<Op> {
+fn plan_path(
+    path: &str,
+    local: &LocalTree,
+    remote: &RemoteTree,
+    synced: &SyncedTree,
+) -> Option<Op> {
     let le = local.get(path);
     let re = remote.get(path);
     let se = synced.get(path);
@@ -108,7 +141,10 @@ fn plan_path(path: &str, local: &LocalTree, remote: &RemoteTree, synced: &Synced
 
     if l == r {
         return match le {
-            Some(le) if needs_record(le, se, remote_version) => Some(Op::RecordSynced { path, version: remote_version }),
+            Some(le) if needs_record(le, se, remote_version) => Some(Op::RecordSynced {
+                path,
+                version: remote_version,
+            }),
             Some(_) => None,
             None => se.map(|_| Op::ForgetSynced { path }),
         };
@@ -116,22 +152,36 @@ fn plan_path(path: &str, local: &LocalTree, remote: &RemoteTree, synced: &Synced
     let local_changed = l != s;
     let remote_changed = r != s;
     let take_remote = |path: String| match r {
-        Some(Content::Dir) => Op::MkdirLocal { path, version: remote_version },
-        Some(_) => Op::Download { path, version: remote_version, conflict: local_changed && l.is_some() },
+        Some(Content::Dir) => Op::MkdirLocal {
+            path,
+            version: remote_version,
+        },
+        Some(_) => Op::Download {
+            path,
+            version: remote_version,
+            conflict: local_changed && l.is_some(),
+        },
         None => Op::DeleteLocal { path },
     };
     Some(match (local_changed, remote_changed, l, r) {
         // Only the remote moved, or a local delete meets a remote edit: the edit wins.
         (false, _, _, _) | (true, true, None, Some(_)) => take_remote(path),
         // Only the local side moved, or a local edit meets a remote delete: the edit wins.
-        (true, false, Some(_), _) | (true, true, Some(_), None) => {
-            Op::Upload { path, base_version: remote_version, conflict: false }
-        }
-        (true, false, None, _) => Op::DeleteRemote { path, base_version: remote_version },
+        (true, false, Some(_), _) | (true, true, Some(_), None) => Op::Upload {
+            path,
+            base_version: remote_version,
+            conflict: false,
+        },
+        (true, false, None, _) => Op::DeleteRemote {
+            path,
+            base_version: remote_version,
+        },
         // Both changed, differently: commit on the stale base; the server makes a conflict copy.
-        (true, true, Some(_), Some(_)) => {
-            Op::Upload { path, base_version: se.map_or(Version(0), |e| e.version), conflict: true }
-        }
+        (true, true, Some(_), Some(_)) => Op::Upload {
+            path,
+            base_version: se.map_or(Version(0), |e| e.version),
+            conflict: true,
+        },
         // l == r == None was handled above.
         (true, true, None, None) => return None,
     })

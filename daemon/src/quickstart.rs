@@ -14,7 +14,10 @@ const NAMESPACE: &str = "quickstart";
 
 /// Runs the quickstart in a fresh folder under the system temp dir (kept, so the user can look).
 pub async fn run(ui: Ui) -> Result<()> {
-    let base = tempfile::Builder::new().prefix("cairn-quickstart-").tempdir()?.keep();
+    let base = tempfile::Builder::new()
+        .prefix("cairn-quickstart-")
+        .tempdir()?
+        .keep();
     let db = base.join("server/meta.db");
     std::fs::create_dir_all(base.join("server"))?;
     cairn_server::admin::create_namespace(&db, NAMESPACE)?;
@@ -43,7 +46,10 @@ async fn walk_through(base: &Path, db: &Path, url: &str, ui: Ui) -> Result<()> {
     let (src, dst) = (base.join("laptop"), base.join("desktop"));
     let photo = sample_folder(&src)?;
     std::fs::create_dir_all(&dst)?;
-    let quiet = Ui { quiet: true, json: false };
+    let quiet = Ui {
+        quiet: true,
+        json: false,
+    };
 
     let first = commands::push(&laptop, &src, NAMESPACE, quiet).await?;
     let pulled = commands::pull(&desktop, &dst, NAMESPACE, quiet).await?;
@@ -68,15 +74,33 @@ async fn walk_through(base: &Path, db: &Path, url: &str, ui: Ui) -> Result<()> {
         print_story(base, url, &first, &pulled, &edit, &repull)?;
     }
     if !(same && same_after_edit) {
-        bail!("the pulled folder {} differs from {}", dst.display(), src.display());
+        bail!(
+            "the pulled folder {} differs from {}",
+            dst.display(),
+            src.display()
+        );
     }
     Ok(())
 }
 
-fn print_story(base: &Path, url: &str, first: &PushSummary, pulled: &PullSummary, edit: &PushSummary, repull: &PullSummary) -> Result<()> {
+fn print_story(
+    base: &Path,
+    url: &str,
+    first: &PushSummary,
+    pulled: &PullSummary,
+    edit: &PushSummary,
+    repull: &PullSummary,
+) -> Result<()> {
     let mut o = std::io::stdout().lock();
-    writeln!(o, "Cairn quickstart — everything lives in {}", base.display())?;
-    writeln!(o, "  server    cairn-server on {url}, metadata in server/meta.db, chunks in server/blobs/")?;
+    writeln!(
+        o,
+        "Cairn quickstart — everything lives in {}",
+        base.display()
+    )?;
+    writeln!(
+        o,
+        "  server    cairn-server on {url}, metadata in server/meta.db, chunks in server/blobs/"
+    )?;
     writeln!(
         o,
         "  push      laptop/ → {} files, {} chunks; uploaded {} chunks ({}), {} not sent again (duplicate content)",
@@ -100,9 +124,19 @@ fn print_story(base: &Path, url: &str, first: &PushSummary, pulled: &PullSummary
         human(edit.bytes_uploaded),
         human(edit.bytes_deduplicated)
     )?;
-    writeln!(o, "  pull      desktop/ ← {} file(s) updated", repull.files_written)?;
-    writeln!(o, "  result    laptop/ and desktop/ are identical (content and permissions)")?;
-    writeln!(o, "Next: run cairn-server yourself and `cairn push DIR --namespace NS` (see README.md).")?;
+    writeln!(
+        o,
+        "  pull      desktop/ ← {} file(s) updated",
+        repull.files_written
+    )?;
+    writeln!(
+        o,
+        "  result    laptop/ and desktop/ are identical (content and permissions)"
+    )?;
+    writeln!(
+        o,
+        "Next: run cairn-server yourself and `cairn push DIR --namespace NS` (see README.md)."
+    )?;
     Ok(())
 }
 
@@ -128,7 +162,10 @@ fn sample_folder(root: &Path) -> Result<PathBuf> {
     write("README.txt", b"This folder was synced by Cairn.\n")?;
     write("notes/2026/todo.md", "- try Cairn\n- café ☕\n".as_bytes())?;
     write("scripts/hello.sh", b"#!/bin/sh\necho hello from cairn\n")?;
-    std::fs::set_permissions(root.join("scripts/hello.sh"), std::fs::Permissions::from_mode(0o755))?;
+    std::fs::set_permissions(
+        root.join("scripts/hello.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )?;
     std::fs::create_dir_all(root.join("empty folder"))?;
     let photo: Vec<u8> = {
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -166,7 +203,11 @@ fn listing(root: &Path, dir: &Path) -> Result<Vec<(PathBuf, u32, Option<blake3::
             out.push((rel, 0, None));
             out.extend(listing(root, &path)?);
         } else {
-            out.push((rel, meta.permissions().mode() & 0o777, Some(blake3::hash(&std::fs::read(&path)?))));
+            out.push((
+                rel,
+                meta.permissions().mode() & 0o777,
+                Some(blake3::hash(&std::fs::read(&path)?)),
+            ));
         }
     }
     Ok(out)

@@ -22,7 +22,8 @@ pub struct Auth(MetadataValue<Ascii>);
 
 impl Interceptor for Auth {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        req.metadata_mut().insert(cairn_proto::AUTH_HEADER, self.0.clone());
+        req.metadata_mut()
+            .insert(cairn_proto::AUTH_HEADER, self.0.clone());
         Ok(req)
     }
 }
@@ -76,15 +77,31 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 impl Remote {
     pub async fn connect(cfg: &Config, namespace: &str) -> Result<Self> {
-        let unreachable = |detail: String| Error::Unreachable { url: cfg.server.clone(), detail };
+        let unreachable = |detail: String| Error::Unreachable {
+            url: cfg.server.clone(),
+            detail,
+        };
         let endpoint = Endpoint::from_shared(cfg.server.clone())
-            .map_err(|e| Error::Config(format!("server URL {:?} is invalid: {e} — check --server / CAIRN_SERVER", cfg.server)))?
+            .map_err(|e| {
+                Error::Config(format!(
+                    "server URL {:?} is invalid: {e} — check --server / CAIRN_SERVER",
+                    cfg.server
+                ))
+            })?
             .connect_timeout(Duration::from_secs(10))
             .tcp_nodelay(true);
-        let channel = endpoint.connect().await.map_err(|e| unreachable(chain(&e)))?;
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| unreachable(chain(&e)))?;
         let mut value: MetadataValue<Ascii> = format!("Bearer {}", cfg.token.expose())
             .parse()
-            .map_err(|_| Error::Config("the device token has characters not allowed in a header — check the token".into()))?;
+            .map_err(|_| {
+                Error::Config(
+                    "the device token has characters not allowed in a header — check the token"
+                        .into(),
+                )
+            })?;
         value.set_sensitive(true);
         let client = CairnClient::with_interceptor(channel, Auth(value))
             .max_decoding_message_size(MAX_MESSAGE)
@@ -94,7 +111,12 @@ impl Remote {
             .timeout(Duration::from_secs(600))
             .build()
             .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Remote { client, http, server: cfg.server.clone(), namespace: namespace.to_owned() })
+        Ok(Remote {
+            client,
+            http,
+            server: cfg.server.clone(),
+            namespace: namespace.to_owned(),
+        })
     }
 
     /// Runs one unary call with retries; `call` gets a fresh client clone each attempt.
@@ -106,14 +128,23 @@ impl Remote {
     {
         retry(name, || {
             let fut = call(self.client.clone(), req.clone());
-            async move { fut.await.map(tonic::Response::into_inner).map_err(|s| Error::rpc(name, s, &self.server)) }
+            async move {
+                fut.await
+                    .map(tonic::Response::into_inner)
+                    .map_err(|s| Error::rpc(name, s, &self.server))
+            }
         })
         .await
     }
 
     pub async fn get_namespace(&self) -> Result<pb::NamespaceInfo> {
-        let req = pb::GetNamespaceRequest { namespace: self.namespace.clone() };
-        self.unary("GetNamespace", req, |mut c, r| async move { c.get_namespace(r).await }).await
+        let req = pb::GetNamespaceRequest {
+            namespace: self.namespace.clone(),
+        };
+        self.unary("GetNamespace", req, |mut c, r| async move {
+            c.get_namespace(r).await
+        })
+        .await
     }
 
     /// The whole tree (tombstones included) and the log head when the first page was read.
@@ -122,8 +153,19 @@ impl Remote {
         let mut after = String::new();
         let mut head = None;
         loop {
-            let req = pb::ListTreeRequest { namespace: self.namespace.clone(), after, limit: LIST_PAGE, include_deleted: true };
-            let page = self.unary("ListTree", req, |mut c, r| async move { c.list_tree(r).await }).await?;
+            let req = pb::ListTreeRequest {
+                namespace: self.namespace.clone(),
+                after,
+                limit: LIST_PAGE,
+                include_deleted: true,
+            };
+            let page = self
+                .unary(
+                    "ListTree",
+                    req,
+                    |mut c, r| async move { c.list_tree(r).await },
+                )
+                .await?;
             head.get_or_insert(Seq(page.head_seq));
             out.extend(page.entries);
             if page.next_after.is_empty() {
@@ -136,67 +178,146 @@ impl Remote {
 
     /// The ids among `ids` the namespace lacks (callers batch ≤ 10k).
     pub async fn find_missing(&self, ids: &[ChunkId]) -> Result<HashSet<ChunkId>> {
-        let req = pb::FindMissingRequest { namespace: self.namespace.clone(), chunk_ids: ids.iter().map(ChunkId::to_vec).collect() };
-        let resp = self.unary("FindMissing", req, |mut c, r| async move { c.find_missing(r).await }).await?;
+        let req = pb::FindMissingRequest {
+            namespace: self.namespace.clone(),
+            chunk_ids: ids.iter().map(ChunkId::to_vec).collect(),
+        };
+        let resp = self
+            .unary("FindMissing", req, |mut c, r| async move {
+                c.find_missing(r).await
+            })
+            .await?;
         resp.missing
             .iter()
-            .map(|b| ChunkId::from_slice(b).map_err(|e| Error::Protocol(format!("FindMissing: {e}"))))
+            .map(|b| {
+                ChunkId::from_slice(b).map_err(|e| Error::Protocol(format!("FindMissing: {e}")))
+            })
             .collect()
     }
 
-    pub async fn prepare_upload(&self, objects: Vec<pb::UploadObject>) -> Result<Vec<pb::UploadTarget>> {
+    pub async fn prepare_upload(
+        &self,
+        objects: Vec<pb::UploadObject>,
+    ) -> Result<Vec<pb::UploadTarget>> {
         let n = objects.len();
-        let req = pb::PrepareUploadRequest { namespace: self.namespace.clone(), objects };
-        let resp = self.unary("PrepareUpload", req, |mut c, r| async move { c.prepare_upload(r).await }).await?;
+        let req = pb::PrepareUploadRequest {
+            namespace: self.namespace.clone(),
+            objects,
+        };
+        let resp = self
+            .unary("PrepareUpload", req, |mut c, r| async move {
+                c.prepare_upload(r).await
+            })
+            .await?;
         if resp.targets.len() != n {
-            return Err(Error::Protocol(format!("PrepareUpload returned {} targets for {n} objects", resp.targets.len())));
+            return Err(Error::Protocol(format!(
+                "PrepareUpload returned {} targets for {n} objects",
+                resp.targets.len()
+            )));
         }
         Ok(resp.targets)
     }
 
     pub async fn confirm_upload(&self, upload_ids: Vec<String>) -> Result<Vec<pb::UploadOutcome>> {
-        let req = pb::ConfirmUploadRequest { namespace: self.namespace.clone(), upload_ids };
-        Ok(self.unary("ConfirmUpload", req, |mut c, r| async move { c.confirm_upload(r).await }).await?.outcomes)
+        let req = pb::ConfirmUploadRequest {
+            namespace: self.namespace.clone(),
+            upload_ids,
+        };
+        Ok(self
+            .unary("ConfirmUpload", req, |mut c, r| async move {
+                c.confirm_upload(r).await
+            })
+            .await?
+            .outcomes)
     }
 
     pub async fn commit(&self, items: Vec<pb::CommitItem>) -> Result<Vec<pb::CommitResult>> {
         let n = items.len();
-        let req = pb::CommitRequest { namespace: self.namespace.clone(), items };
-        let results = self.unary("Commit", req, |mut c, r| async move { c.commit(r).await }).await?.results;
+        let req = pb::CommitRequest {
+            namespace: self.namespace.clone(),
+            items,
+        };
+        let results = self
+            .unary("Commit", req, |mut c, r| async move { c.commit(r).await })
+            .await?
+            .results;
         if results.len() != n {
-            return Err(Error::Protocol(format!("Commit returned {} results for {n} items", results.len())));
+            return Err(Error::Protocol(format!(
+                "Commit returned {} results for {n} items",
+                results.len()
+            )));
         }
         Ok(results)
     }
 
-    pub async fn get_manifests(&self, files: Vec<pb::PathVersion>) -> Result<pb::GetManifestsResponse> {
-        let req = pb::GetManifestsRequest { namespace: self.namespace.clone(), files };
-        self.unary("GetManifests", req, |mut c, r| async move { c.get_manifests(r).await }).await
+    pub async fn get_manifests(
+        &self,
+        files: Vec<pb::PathVersion>,
+    ) -> Result<pb::GetManifestsResponse> {
+        let req = pb::GetManifestsRequest {
+            namespace: self.namespace.clone(),
+            files,
+        };
+        self.unary("GetManifests", req, |mut c, r| async move {
+            c.get_manifests(r).await
+        })
+        .await
     }
 
     /// Log entries after `cursor` (at most `limit`), waiting up to `wait_ms` when there are none.
-    pub async fn list_changes(&self, cursor: Seq, limit: u32, wait_ms: u32) -> Result<pb::ListChangesResponse> {
-        let req = pb::ListChangesRequest { namespace: self.namespace.clone(), cursor: cursor.0, limit, wait_ms };
-        self.unary("ListChanges", req, |mut c, r| async move { c.list_changes(r).await }).await
+    pub async fn list_changes(
+        &self,
+        cursor: Seq,
+        limit: u32,
+        wait_ms: u32,
+    ) -> Result<pb::ListChangesResponse> {
+        let req = pb::ListChangesRequest {
+            namespace: self.namespace.clone(),
+            cursor: cursor.0,
+            limit,
+            wait_ms,
+        };
+        self.unary("ListChanges", req, |mut c, r| async move {
+            c.list_changes(r).await
+        })
+        .await
     }
 
     /// The log after `cursor`, then every new batch as it is committed (no retries: the caller
     /// reconnects with backoff).
     pub async fn subscribe(&self, cursor: Seq) -> Result<tonic::Streaming<pb::ChangeBatch>> {
-        let req = pb::SubscribeRequest { namespace: self.namespace.clone(), cursor: cursor.0 };
+        let req = pb::SubscribeRequest {
+            namespace: self.namespace.clone(),
+            cursor: cursor.0,
+        };
         let mut c = self.client.clone();
-        c.subscribe(req).await.map(tonic::Response::into_inner).map_err(|s| Error::rpc("Subscribe", s, &self.server))
+        c.subscribe(req)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| Error::rpc("Subscribe", s, &self.server))
     }
 
     pub async fn list_versions(&self, path: &str) -> Result<Vec<pb::Entry>> {
-        let req = pb::ListVersionsRequest { namespace: self.namespace.clone(), path: path.to_owned() };
-        Ok(self.unary("ListVersions", req, |mut c, r| async move { c.list_versions(r).await }).await?.versions)
+        let req = pb::ListVersionsRequest {
+            namespace: self.namespace.clone(),
+            path: path.to_owned(),
+        };
+        Ok(self
+            .unary("ListVersions", req, |mut c, r| async move {
+                c.list_versions(r).await
+            })
+            .await?
+            .versions)
     }
 
     /// PUTs exactly `body` (with Content-Length) to a presigned URL.
     pub async fn put(&self, url: &str, body: Bytes) -> Result<()> {
         retry("upload", || {
-            let req = self.http.put(url).header(reqwest::header::CONTENT_LENGTH, body.len()).body(body.clone());
+            let req = self
+                .http
+                .put(url)
+                .header(reqwest::header::CONTENT_LENGTH, body.len())
+                .body(body.clone());
             async move {
                 let resp = req.send().await.map_err(transfer_err)?;
                 check_status(resp).await.map(drop)
@@ -208,7 +329,10 @@ impl Remote {
     /// GETs `len` bytes at `offset` of a stored object.
     pub async fn get_range(&self, url: &str, offset: u64, len: u64) -> Result<Bytes> {
         retry("download", || {
-            let req = self.http.get(url).header(reqwest::header::RANGE, format!("bytes={}-{}", offset, offset + len - 1));
+            let req = self.http.get(url).header(
+                reqwest::header::RANGE,
+                format!("bytes={}-{}", offset, offset + len - 1),
+            );
             async move {
                 let resp = check_status(req.send().await.map_err(transfer_err)?).await?;
                 let whole = resp.status() == reqwest::StatusCode::OK;
@@ -220,7 +344,10 @@ impl Remote {
                     body
                 };
                 if body.len() as u64 != len {
-                    return Err(Error::Transfer { detail: format!("asked for {len} bytes, got {}", body.len()), transient: true });
+                    return Err(Error::Transfer {
+                        detail: format!("asked for {len} bytes, got {}", body.len()),
+                        transient: true,
+                    });
                 }
                 Ok(body)
             }
@@ -232,8 +359,12 @@ impl Remote {
 fn transfer_err(e: reqwest::Error) -> Error {
     // The URL carries a signature: never print it.
     let e = e.without_url();
-    let transient = e.is_connect() || e.is_timeout() || e.is_request() || e.is_body() || e.is_decode();
-    Error::Transfer { detail: chain(&e), transient }
+    let transient =
+        e.is_connect() || e.is_timeout() || e.is_request() || e.is_body() || e.is_decode();
+    Error::Transfer {
+        detail: chain(&e),
+        transient,
+    }
 }
 
 async fn check_status(resp: reqwest::Response) -> Result<reqwest::Response> {
@@ -241,9 +372,17 @@ async fn check_status(resp: reqwest::Response) -> Result<reqwest::Response> {
     if status.is_success() {
         return Ok(resp);
     }
-    let text: String = resp.text().await.unwrap_or_default().chars().take(300).collect();
+    let text: String = resp
+        .text()
+        .await
+        .unwrap_or_default()
+        .chars()
+        .take(300)
+        .collect();
     Err(Error::Transfer {
         detail: format!("storage answered {status}: {text}"),
-        transient: status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS || status == reqwest::StatusCode::REQUEST_TIMEOUT,
+        transient: status.is_server_error()
+            || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+            || status == reqwest::StatusCode::REQUEST_TIMEOUT,
     })
 }

@@ -61,7 +61,10 @@ enum WalkedKind {
 pub fn stat_of(md: &std::fs::Metadata) -> Stat {
     Stat {
         size: md.len(),
-        mtime_ns: md.mtime().saturating_mul(1_000_000_000).saturating_add(md.mtime_nsec()),
+        mtime_ns: md
+            .mtime()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(md.mtime_nsec()),
         inode: md.ino(),
         mode: md.permissions().mode() & 0o7777,
     }
@@ -77,10 +80,16 @@ pub async fn scan(
     progress: &ProgressBar,
 ) -> Result<Scanned> {
     let root_owned = root.to_owned();
-    let (walked, errors, skipped, incomplete) = tokio::task::spawn_blocking(move || walk(&root_owned))
-        .await
-        .map_err(|e| Error::Protocol(format!("scanner thread failed: {e}")))??;
-    let mut out = Scanned { errors, skipped, incomplete, ..Default::default() };
+    let (walked, errors, skipped, incomplete) =
+        tokio::task::spawn_blocking(move || walk(&root_owned))
+            .await
+            .map_err(|e| Error::Protocol(format!("scanner thread failed: {e}")))??;
+    let mut out = Scanned {
+        errors,
+        skipped,
+        incomplete,
+        ..Default::default()
+    };
     let mut to_hash = Vec::new();
     for w in walked {
         let content = match w.kind {
@@ -90,9 +99,17 @@ pub async fn scan(
                 out.files += 1;
                 out.bytes_scanned += w.stat.size;
                 match synced.get(&w.path) {
-                    Some(s) if reusable(s.stat, w.stat) && matches!(s.content, Content::File { .. }) => {
-                        let Content::File { id, .. } = s.content else { unreachable!("matched just above") };
-                        Content::File { id, exec: is_exec(w.stat.mode) }
+                    Some(s)
+                        if reusable(s.stat, w.stat)
+                            && matches!(s.content, Content::File { .. }) =>
+                    {
+                        let Content::File { id, .. } = s.content else {
+                            unreachable!("matched just above")
+                        };
+                        Content::File {
+                            id,
+                            exec: is_exec(w.stat.mode),
+                        }
                     }
                     _ => {
                         to_hash.push(w);
@@ -102,7 +119,13 @@ pub async fn scan(
             }
         };
         out.disk.insert(w.path.clone(), w.disk);
-        out.tree.insert(w.path, LocalEntry { content, stat: w.stat });
+        out.tree.insert(
+            w.path,
+            LocalEntry {
+                content,
+                stat: w.stat,
+            },
+        );
     }
     progress.set_length(to_hash.iter().map(|w| w.stat.size).sum());
     let mut hashed = futures::stream::iter(to_hash.into_iter().map(|w| {
@@ -122,8 +145,17 @@ pub async fn scan(
                 out.bytes_hashed += w.stat.size;
                 out.chunks.insert(w.path.clone(), chunks);
                 out.disk.insert(w.path.clone(), w.disk);
-                let content = Content::File { id: content_id, exec: is_exec(w.stat.mode) };
-                out.tree.insert(w.path, LocalEntry { content, stat: w.stat });
+                let content = Content::File {
+                    id: content_id,
+                    exec: is_exec(w.stat.mode),
+                };
+                out.tree.insert(
+                    w.path,
+                    LocalEntry {
+                        content,
+                        stat: w.stat,
+                    },
+                );
             }
             Ok(Err(e)) => {
                 out.skipped.insert(w.path.clone());
@@ -131,7 +163,8 @@ pub async fn scan(
             }
             Err(e) => {
                 out.skipped.insert(w.path.clone());
-                out.errors.push(Error::path(w.path, format!("hashing thread failed: {e}")));
+                out.errors
+                    .push(Error::path(w.path, format!("hashing thread failed: {e}")));
             }
         }
     }
@@ -144,10 +177,17 @@ fn reusable(synced: Stat, now: Stat) -> bool {
 }
 
 /// Chunks one file; refuses it when it changed while being read.
-pub fn hash_file(disk: &Path, before: Stat, params: ChunkParams) -> std::result::Result<(Vec<Chunk>, cairn_proto::ContentId), String> {
+pub fn hash_file(
+    disk: &Path,
+    before: Stat,
+    params: ChunkParams,
+) -> std::result::Result<(Vec<Chunk>, cairn_proto::ContentId), String> {
     let f = std::fs::File::open(disk).map_err(|e| format!("cannot read: {e}"))?;
-    let fc = chunk_reader(std::io::BufReader::with_capacity(1 << 20, f), params).map_err(|e| format!("cannot read: {e}"))?;
-    let after = std::fs::symlink_metadata(disk).map(|m| stat_of(&m)).map_err(|e| format!("vanished while being read: {e}"))?;
+    let fc = chunk_reader(std::io::BufReader::with_capacity(1 << 20, f), params)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    let after = std::fs::symlink_metadata(disk)
+        .map(|m| stat_of(&m))
+        .map_err(|e| format!("vanished while being read: {e}"))?;
     if !reusable(before, after) || fc.size != before.size {
         return Err("changed while being read; skipped this run, it goes up next time".into());
     }
@@ -155,12 +195,20 @@ pub fn hash_file(disk: &Path, before: Stat, params: ChunkParams) -> std::result:
 }
 
 /// Walks without following symlinks, honouring `.cairnignore` files, skipping our own names.
-type Walk = (Vec<Walked>, Vec<Error>, std::collections::BTreeSet<String>, bool);
+type Walk = (
+    Vec<Walked>,
+    Vec<Error>,
+    std::collections::BTreeSet<String>,
+    bool,
+);
 
 fn walk(root: &Path) -> Result<Walk> {
     let md = std::fs::metadata(root).map_err(|e| Error::io(root, e))?;
     if !md.is_dir() {
-        return Err(Error::Config(format!("{} is not a directory", root.display())));
+        return Err(Error::Config(format!(
+            "{} is not a directory",
+            root.display()
+        )));
     }
     let walker = ignore::WalkBuilder::new(root)
         .standard_filters(false)
@@ -179,7 +227,10 @@ fn walk(root: &Path) -> Result<Walk> {
             Ok(e) => e,
             Err(e) => {
                 incomplete = true;
-                errors.push(Error::path(root.display().to_string(), format!("cannot scan: {e}; no deletes are sent this run")));
+                errors.push(Error::path(
+                    root.display().to_string(),
+                    format!("cannot scan: {e}; no deletes are sent this run"),
+                ));
                 continue;
             }
         };
@@ -188,7 +239,10 @@ fn walk(root: &Path) -> Result<Walk> {
         }
         let disk = entry.path().to_owned();
         let Some(rel) = disk.strip_prefix(root).ok().and_then(|r| r.to_str()) else {
-            errors.push(Error::path(disk.display().to_string(), "name is not valid UTF-8; rename it to sync it"));
+            errors.push(Error::path(
+                disk.display().to_string(),
+                "name is not valid UTF-8; rename it to sync it",
+            ));
             continue;
         };
         let path = to_nfc(&rel.replace(std::path::MAIN_SEPARATOR, "/"));
@@ -198,7 +252,13 @@ fn walk(root: &Path) -> Result<Walk> {
         }
         if let Some(other) = seen.insert(path.clone(), disk.clone()) {
             skipped.insert(path.clone());
-            errors.push(Error::path(path, format!("two names on disk normalise to the same path ({})", other.display())));
+            errors.push(Error::path(
+                path,
+                format!(
+                    "two names on disk normalise to the same path ({})",
+                    other.display()
+                ),
+            ));
             continue;
         }
         let md = match std::fs::symlink_metadata(&disk) {
@@ -236,7 +296,12 @@ fn walk(root: &Path) -> Result<Walk> {
         if !matches!(kind, WalkedKind::File) {
             stat.size = 0;
         }
-        out.push(Walked { path, disk, stat, kind });
+        out.push(Walked {
+            path,
+            disk,
+            stat,
+            kind,
+        });
     }
     Ok((out, errors, skipped, incomplete))
 }

@@ -38,16 +38,29 @@ impl State {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
-        let err = |source| Error::State { path: path.to_owned(), source };
+        let err = |source| Error::State {
+            path: path.to_owned(),
+            source,
+        };
         let mut conn = Connection::open(path).map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(err)?;
         migrations()
             .to_latest(&mut conn)
-            .map_err(|e| Error::Migration { path: path.to_owned(), detail: e.to_string() })?;
-        Ok(State { conn, path: path.to_owned() })
+            .map_err(|e| Error::Migration {
+                path: path.to_owned(),
+                detail: e.to_string(),
+            })?;
+        Ok(State {
+            conn,
+            path: path.to_owned(),
+        })
     }
 
     pub(crate) fn conn(&self) -> &Connection {
@@ -57,28 +70,47 @@ impl State {
     /// Marks the folder as one the daemon syncs (`cairn add`); returns its id.
     pub fn add_live(&self, root: &Path, namespace: &str, server: &str) -> Result<FolderId> {
         let id = self.folder(root, namespace, server)?;
-        self.conn.execute("UPDATE folders SET live = 1 WHERE id = ?1", [id.0]).map_err(self.err())?;
+        self.conn
+            .execute("UPDATE folders SET live = 1 WHERE id = ?1", [id.0])
+            .map_err(self.err())?;
         Ok(id)
     }
 
     /// Stops syncing every folder at `root` (`cairn remove`); returns how many there were.
     pub fn remove_live(&self, root: &Path) -> Result<usize> {
         self.conn
-            .execute("UPDATE folders SET live = 0 WHERE root = ?1 AND live = 1", [root.to_string_lossy()])
+            .execute(
+                "UPDATE folders SET live = 0 WHERE root = ?1 AND live = 1",
+                [root.to_string_lossy()],
+            )
             .map_err(self.err())
     }
 
     /// The folders the daemon syncs: (id, root, namespace, server).
     pub fn live_folders(&self) -> Result<Vec<(FolderId, PathBuf, String, String)>> {
-        let mut stmt = self.conn.prepare("SELECT id, root, namespace, server FROM folders WHERE live = 1 ORDER BY root").map_err(self.err())?;
-        let rows = stmt
-            .query_map([], |r| Ok((FolderId(r.get(0)?), PathBuf::from(r.get::<_, String>(1)?), r.get(2)?, r.get(3)?)))
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, root, namespace, server FROM folders WHERE live = 1 ORDER BY root")
             .map_err(self.err())?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(self.err())
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    FolderId(r.get(0)?),
+                    PathBuf::from(r.get::<_, String>(1)?),
+                    r.get(2)?,
+                    r.get(3)?,
+                ))
+            })
+            .map_err(self.err())?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(self.err())
     }
 
     pub(crate) fn err(&self) -> impl Fn(rusqlite::Error) -> Error + '_ {
-        move |source| Error::State { path: self.path.clone(), source }
+        move |source| Error::State {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     /// The folder for (root, namespace, server), created on first use.
@@ -103,7 +135,10 @@ impl State {
 
     pub fn set_device_and_cursor(&self, folder: FolderId, device: &str, cursor: Seq) -> Result<()> {
         self.conn
-            .execute("UPDATE folders SET device = ?2, cursor = ?3 WHERE id = ?1", params![folder.0, device, cursor.0 as i64])
+            .execute(
+                "UPDATE folders SET device = ?2, cursor = ?3 WHERE id = ?1",
+                params![folder.0, device, cursor.0 as i64],
+            )
             .map_err(self.err())?;
         Ok(())
     }
@@ -111,7 +146,11 @@ impl State {
     pub fn cursor(&self, folder: FolderId) -> Result<Seq> {
         let c: Option<i64> = self
             .conn
-            .query_row("SELECT cursor FROM folders WHERE id = ?1", [folder.0], |r| r.get(0))
+            .query_row(
+                "SELECT cursor FROM folders WHERE id = ?1",
+                [folder.0],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(self.err())?;
         Ok(Seq(c.unwrap_or(0) as u64))
@@ -140,15 +179,28 @@ impl State {
                     mode: mode as u32,
                 };
                 let content = match Kind::from_db(kind) {
-                    Some(Kind::File) => cid
-                        .and_then(|c| ContentId::from_slice(&c).ok())
-                        .map(|id| Content::File { id, exec: is_exec(stat.mode) }),
+                    Some(Kind::File) => {
+                        cid.and_then(|c| ContentId::from_slice(&c).ok())
+                            .map(|id| Content::File {
+                                id,
+                                exec: is_exec(stat.mode),
+                            })
+                    }
                     Some(Kind::Dir) => Some(Content::Dir),
                     Some(Kind::Symlink) => target.map(Content::Symlink),
                     None => None,
                 };
                 let version = Version(r.get::<_, i64>(2)? as u64);
-                Ok(content.map(|content| (path, SyncedEntry { version, content, stat })))
+                Ok(content.map(|content| {
+                    (
+                        path,
+                        SyncedEntry {
+                            version,
+                            content,
+                            stat,
+                        },
+                    )
+                }))
             })
             .map_err(self.err())?;
         let mut tree = SyncedTree::new();
@@ -166,7 +218,10 @@ impl State {
             return Ok(());
         }
         let path = self.path.clone();
-        let err = |source| Error::State { path: path.clone(), source };
+        let err = |source| Error::State {
+            path: path.clone(),
+            source,
+        };
         let tx = self.conn.transaction().map_err(err)?;
         {
             let mut put = tx
@@ -176,7 +231,9 @@ impl State {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )
                 .map_err(err)?;
-            let mut del = tx.prepare_cached("DELETE FROM entries WHERE folder_id = ?1 AND path = ?2").map_err(err)?;
+            let mut del = tx
+                .prepare_cached("DELETE FROM entries WHERE folder_id = ?1 AND path = ?2")
+                .map_err(err)?;
             for c in changes {
                 match c {
                     SyncedChange::Put(p, e) => {
@@ -222,11 +279,30 @@ mod tests {
         assert_eq!(st.folder(Path::new("/r"), "ns", "http://s").unwrap(), f);
         let e = SyncedEntry {
             version: Version(7),
-            content: Content::File { id: ContentId([3; 32]), exec: true },
-            stat: Stat { size: 5, mtime_ns: 9, inode: 11, mode: 0o755 },
+            content: Content::File {
+                id: ContentId([3; 32]),
+                exec: true,
+            },
+            stat: Stat {
+                size: 5,
+                mtime_ns: 9,
+                inode: 11,
+                mode: 0o755,
+            },
         };
-        let l = SyncedEntry { version: Version(2), content: Content::Symlink("x/y".into()), stat: Stat::default() };
-        st.apply(f, &[SyncedChange::Put("a/b".into(), e.clone()), SyncedChange::Put("l".into(), l.clone())]).unwrap();
+        let l = SyncedEntry {
+            version: Version(2),
+            content: Content::Symlink("x/y".into()),
+            stat: Stat::default(),
+        };
+        st.apply(
+            f,
+            &[
+                SyncedChange::Put("a/b".into(), e.clone()),
+                SyncedChange::Put("l".into(), l.clone()),
+            ],
+        )
+        .unwrap();
         let t = st.synced(f).unwrap();
         assert_eq!(t.get("a/b"), Some(&e));
         assert_eq!(t.get("l"), Some(&l));

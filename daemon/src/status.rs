@@ -62,7 +62,9 @@ pub struct StatusRow {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn pid_alive(pid: i64) -> bool {
@@ -107,8 +109,15 @@ impl State {
                     },
                     files_left: r.get::<_, Option<i64>>(3)?.unwrap_or(0) as u64,
                     bytes_left: r.get::<_, Option<i64>>(4)?.unwrap_or(0) as u64,
-                    errors: errors.and_then(|e| serde_json::from_str(&e).ok()).unwrap_or_default(),
-                    detail: if running { r.get::<_, Option<String>>(6)?.unwrap_or_default() } else { "no cairn daemon is running for this --home; start `cairn daemon`".to_owned() },
+                    errors: errors
+                        .and_then(|e| serde_json::from_str(&e).ok())
+                        .unwrap_or_default(),
+                    detail: if running {
+                        r.get::<_, Option<String>>(6)?.unwrap_or_default()
+                    } else {
+                        "no cairn daemon is running for this --home; start `cairn daemon`"
+                            .to_owned()
+                    },
                     daemon_running: running,
                     updated_at_ms: r.get::<_, Option<i64>>(8)?.unwrap_or(0),
                 })

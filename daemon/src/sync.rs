@@ -60,14 +60,32 @@ struct Round {
 
 impl FolderSync {
     /// Connects and pages through the namespace's tree (the starting remote tree).
-    pub async fn open(cfg: &Config, folder: FolderId, root: PathBuf, namespace: String, events: Events) -> Result<Self> {
+    pub async fn open(
+        cfg: &Config,
+        folder: FolderId,
+        root: PathBuf,
+        namespace: String,
+        events: Events,
+    ) -> Result<Self> {
         let state = State::open(&cfg.dirs.state_db())?;
         let (remote, info, remote_tree, head, errors) = open_remote(cfg, &namespace).await?;
         for e in errors {
             events.emit("error", json!({ "folder": root, "error": e.to_string() }));
         }
         let params = params_of(&info)?;
-        Ok(FolderSync { root, namespace, folder, events, scan_interval: cfg.scan_interval, state, remote, info, params, remote_tree, cursor: head })
+        Ok(FolderSync {
+            root,
+            namespace,
+            folder,
+            events,
+            scan_interval: cfg.scan_interval,
+            state,
+            remote,
+            info,
+            params,
+            remote_tree,
+            cursor: head,
+        })
     }
 
     /// Runs until `shutdown` turns true. A round in progress finishes first (every local write is
@@ -80,7 +98,8 @@ impl FolderSync {
         let _watcher = match watch_local(&self.root, tx.clone()) {
             Ok(w) => Some(w),
             Err(detail) => {
-                self.events.emit("error", json!({ "folder": self.root, "error": detail }));
+                self.events
+                    .emit("error", json!({ "folder": self.root, "error": detail }));
                 watch_failed = Some(detail);
                 None
             }
@@ -96,7 +115,11 @@ impl FolderSync {
             let due = retry_at.is_some_and(|t| t <= Instant::now()) || next_scan <= Instant::now();
             if due {
                 retry_at = None;
-                let interval = if watch_failed.is_some() { self.scan_interval.min(FALLBACK_SCAN) } else { self.scan_interval };
+                let interval = if watch_failed.is_some() {
+                    self.scan_interval.min(FALLBACK_SCAN)
+                } else {
+                    self.scan_interval
+                };
                 next_scan = Instant::now() + interval;
                 match self.sync_until_quiet().await {
                     Ok((errors, worked)) if errors.is_empty() => {
@@ -104,13 +127,20 @@ impl FolderSync {
                         let detail = watch_failed.clone().unwrap_or_default();
                         self.report(SyncState::UpToDate, &[], detail);
                         if worked || first {
-                            self.events.emit("idle", json!({ "folder": self.root, "cursor": self.cursor.0 }));
+                            self.events.emit(
+                                "idle",
+                                json!({ "folder": self.root, "cursor": self.cursor.0 }),
+                            );
                         }
                         first = false;
                     }
                     Ok((errors, _)) => {
                         offline_backoff = Duration::from_millis(200);
-                        self.report(SyncState::Error, &errors, "some paths could not be synced; retrying".into());
+                        self.report(
+                            SyncState::Error,
+                            &errors,
+                            "some paths could not be synced; retrying".into(),
+                        );
                         self.events.emit("idle", json!({ "folder": self.root, "cursor": self.cursor.0, "errors": errors.len() }));
                         retry_at = Some(Instant::now() + RETRY_AFTER);
                     }
@@ -119,8 +149,15 @@ impl FolderSync {
                         retry_at = Some(Instant::now() + FALLBACK_SCAN);
                     }
                     Err(Failed(e)) => {
-                        let state = if e.is_transient() { SyncState::Offline } else { SyncState::Error };
-                        self.events.emit("error", json!({ "folder": self.root, "error": e.to_string() }));
+                        let state = if e.is_transient() {
+                            SyncState::Offline
+                        } else {
+                            SyncState::Error
+                        };
+                        self.events.emit(
+                            "error",
+                            json!({ "folder": self.root, "error": e.to_string() }),
+                        );
                         self.report(state, &[], e.to_string());
                         retry_at = Some(Instant::now() + jitter(offline_backoff));
                         offline_backoff = (offline_backoff * 2).min(Duration::from_secs(30));
@@ -155,7 +192,13 @@ impl FolderSync {
 
     fn report(&self, state: SyncState, errors: &[Error], detail: String) {
         let errors = errors.iter().map(path_error).collect();
-        let s = FolderStatus { state, files_left: 0, bytes_left: 0, errors, detail };
+        let s = FolderStatus {
+            state,
+            files_left: 0,
+            bytes_left: 0,
+            errors,
+            detail,
+        };
         if let Err(e) = self.state.write_status(self.folder, &s) {
             tracing::warn!("cannot record the folder's status: {e}");
         }
@@ -180,7 +223,10 @@ impl FolderSync {
     /// Brings `remote_tree` up to the log head (our own commits included).
     async fn drain_changes(&mut self) -> Result<()> {
         loop {
-            let r = self.remote.list_changes(self.cursor, CHANGES_PAGE, 0).await?;
+            let r = self
+                .remote
+                .list_changes(self.cursor, CHANGES_PAGE, 0)
+                .await?;
             for e in &r.entries {
                 if cairn_proto::validate_path(&e.path).is_err() {
                     continue;
@@ -189,7 +235,10 @@ impl FolderSync {
                     Some(entry) => {
                         self.remote_tree.insert(e.path.clone(), entry);
                     }
-                    None => tracing::warn!("{}: the server sent an entry this client cannot read", e.path),
+                    None => tracing::warn!(
+                        "{}: the server sent an entry this client cannot read",
+                        e.path
+                    ),
                 }
             }
             self.cursor = Seq(r.cursor.max(self.cursor.0));
@@ -204,21 +253,42 @@ impl FolderSync {
         check_root(&self.root)?;
         self.drain_changes().await?;
         let mut synced = self.state.synced(self.folder)?;
-        let mut scanned = scan(&self.root, &synced, self.params, workers(), &ProgressBar::hidden()).await?;
+        let mut scanned = scan(
+            &self.root,
+            &synced,
+            self.params,
+            workers(),
+            &ProgressBar::hidden(),
+        )
+        .await?;
         let mut errors = std::mem::take(&mut scanned.errors);
         let rules = IgnoreRules::load(&self.root, &scanned.tree);
         let mut remote = self.remote_tree.clone();
         let root = self.root.clone();
-        moves::filter_ignored(&mut remote, &mut synced, |p, d| rules.is_ignored(&root, p, d));
-        let ops: Vec<Op> = plan(&scanned.tree, &remote, &synced).into_iter().filter(|op| known_locally(op, &scanned)).collect();
+        moves::filter_ignored(&mut remote, &mut synced, |p, d| {
+            rules.is_ignored(&root, p, d)
+        });
+        let ops: Vec<Op> = plan(&scanned.tree, &remote, &synced)
+            .into_iter()
+            .filter(|op| known_locally(op, &scanned))
+            .collect();
         let ops = moves::pair(ops, &scanned.tree, &remote, &synced);
-        let work = ops.iter().filter(|op| !matches!(op, Op::RecordSynced { .. } | Op::ForgetSynced { .. })).count();
+        let work = ops
+            .iter()
+            .filter(|op| !matches!(op, Op::RecordSynced { .. } | Op::ForgetSynced { .. }))
+            .count();
         if ops.is_empty() {
             self.persist_cursor()?;
             return Ok(Round { ops: 0, errors });
         }
         let (files_left, bytes_left) = left(&ops, &scanned, &remote);
-        let status = FolderStatus { state: SyncState::Syncing, files_left, bytes_left, errors: Vec::new(), detail: String::new() };
+        let status = FolderStatus {
+            state: SyncState::Syncing,
+            files_left,
+            bytes_left,
+            errors: Vec::new(),
+            detail: String::new(),
+        };
         self.state.write_status(self.folder, &status)?;
         let (up, down): (Vec<Op>, Vec<Op>) = ops.iter().cloned().partition(Op::is_upload_side);
         let bar = ProgressBar::hidden();
@@ -233,8 +303,19 @@ impl FolderSync {
             progress: &bar,
         };
         let mut ps = push.run(&up, &mut scanned).await?;
-        let device = if self.info.device.is_empty() { "this device".to_owned() } else { self.info.device.clone() };
-        let mut pull = Pull { remote: &self.remote, root: &self.root, device: &device, state: &mut self.state, folder: self.folder, progress: &bar };
+        let device = if self.info.device.is_empty() {
+            "this device".to_owned()
+        } else {
+            self.info.device.clone()
+        };
+        let mut pull = Pull {
+            remote: &self.remote,
+            root: &self.root,
+            device: &device,
+            state: &mut self.state,
+            folder: self.folder,
+            progress: &bar,
+        };
         let mut ds = pull.run(&down, &remote, &synced).await?;
         errors.append(&mut ps.errors);
         errors.append(&mut ds.errors);
@@ -254,11 +335,18 @@ impl FolderSync {
     }
 
     fn persist_cursor(&self) -> Result<()> {
-        self.state.set_device_and_cursor(self.folder, &self.info.device, self.cursor)
+        self.state
+            .set_device_and_cursor(self.folder, &self.info.device, self.cursor)
     }
 
     /// One event per executed path (failed paths get an `error` event instead).
-    fn emit_round(&self, ops: &[Op], errors: &[Error], scanned: &crate::scanner::Scanned, remote: &RemoteTree) {
+    fn emit_round(
+        &self,
+        ops: &[Op],
+        errors: &[Error],
+        scanned: &crate::scanner::Scanned,
+        remote: &RemoteTree,
+    ) {
         let failed: std::collections::HashSet<&str> = errors
             .iter()
             .filter_map(|e| match e {
@@ -273,9 +361,15 @@ impl FolderSync {
             }
             let (kind, extra) = match op {
                 Op::Upload { conflict: true, .. } => ("conflict", json!({ "side": "local" })),
-                Op::Upload { .. } => ("uploaded", json!({ "size": scanned.tree.get(path).map_or(0, |e| e.stat.size) })),
+                Op::Upload { .. } => (
+                    "uploaded",
+                    json!({ "size": scanned.tree.get(path).map_or(0, |e| e.stat.size) }),
+                ),
                 Op::Download { conflict: true, .. } => ("conflict", json!({ "side": "remote" })),
-                Op::Download { .. } => ("downloaded", json!({ "size": remote.get(path).map_or(0, |e| e.size) })),
+                Op::Download { .. } => (
+                    "downloaded",
+                    json!({ "size": remote.get(path).map_or(0, |e| e.size) }),
+                ),
                 Op::MkdirLocal { .. } => ("downloaded", json!({ "dir": true })),
                 Op::DeleteRemote { .. } => ("deleted", json!({ "side": "remote" })),
                 Op::DeleteLocal { .. } => ("deleted", json!({ "side": "local" })),
@@ -289,7 +383,10 @@ impl FolderSync {
             self.events.emit(kind, v);
         }
         for e in errors {
-            self.events.emit("error", json!({ "folder": self.root, "path": path_error(e).path, "error": e.to_string() }));
+            self.events.emit(
+                "error",
+                json!({ "folder": self.root, "path": path_error(e).path, "error": e.to_string() }),
+            );
         }
     }
 }
@@ -310,7 +407,10 @@ impl From<Error> for Stop {
 
 fn check_root(root: &std::path::Path) -> std::result::Result<(), Stop> {
     if !root.is_dir() {
-        return Err(Paused(format!("{} is missing (unmounted?); paused, nothing is deleted", root.display())));
+        return Err(Paused(format!(
+            "{} is missing (unmounted?); paused, nothing is deleted",
+            root.display()
+        )));
     }
     if std::fs::symlink_metadata(root.join(MARKER)).is_err() {
         return Err(Paused(format!(
@@ -323,8 +423,14 @@ fn check_root(root: &std::path::Path) -> std::result::Result<(), Stop> {
 
 fn path_error(e: &Error) -> PathError {
     match e {
-        Error::Path { path, reason } => PathError { path: path.clone(), reason: reason.clone() },
-        other => PathError { path: String::new(), reason: other.to_string() },
+        Error::Path { path, reason } => PathError {
+            path: path.clone(),
+            reason: reason.clone(),
+        },
+        other => PathError {
+            path: String::new(),
+            reason: other.to_string(),
+        },
     }
 }
 
@@ -334,7 +440,12 @@ fn left(ops: &[Op], scanned: &crate::scanner::Scanned, remote: &RemoteTree) -> (
     let mut bytes = 0;
     for op in ops {
         match op {
-            Op::Upload { path, .. } if matches!(scanned.tree.get(path).map(|e| &e.content), Some(Content::File { .. })) => {
+            Op::Upload { path, .. }
+                if matches!(
+                    scanned.tree.get(path).map(|e| &e.content),
+                    Some(Content::File { .. })
+                ) =>
+            {
                 files += 1;
                 bytes += scanned.tree.get(path).map_or(0, |e| e.stat.size);
             }
@@ -350,13 +461,22 @@ fn left(ops: &[Op], scanned: &crate::scanner::Scanned, remote: &RemoteTree) -> (
 
 /// Temp files left by a killed run are never at a target path, but they waste space: remove them.
 fn remove_stale_temps(root: &std::path::Path) {
-    let walker = ignore::WalkBuilder::new(root).standard_filters(false).follow_links(false).build();
+    let walker = ignore::WalkBuilder::new(root)
+        .standard_filters(false)
+        .follow_links(false)
+        .build();
     for entry in walker.flatten() {
-        if entry.file_name().to_str().is_some_and(|n| n.starts_with(TMP_PREFIX))
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(TMP_PREFIX))
             && entry.file_type().is_some_and(|t| !t.is_dir())
             && let Err(e) = std::fs::remove_file(entry.path())
         {
-            tracing::warn!("cannot remove the stale temp file {}: {e}", entry.path().display());
+            tracing::warn!(
+                "cannot remove the stale temp file {}: {e}",
+                entry.path().display()
+            );
         }
     }
 }

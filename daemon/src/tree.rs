@@ -119,7 +119,10 @@ impl RemoteEntry {
             None
         } else {
             Some(match Kind::from_pb(meta.kind())? {
-                Kind::File => Content::File { id: ContentId::from_slice(&e.content_id).ok()?, exec: is_exec(meta.mode) },
+                Kind::File => Content::File {
+                    id: ContentId::from_slice(&e.content_id).ok()?,
+                    exec: is_exec(meta.mode),
+                },
                 Kind::Dir => Content::Dir,
                 Kind::Symlink => Content::Symlink(meta.symlink_target.clone()),
             })

@@ -88,14 +88,18 @@ impl Push<'_> {
             .iter()
             .filter(|op| match op {
                 Op::Upload { path, .. } => {
-                    let is_file = matches!(scanned.tree.get(path).map(|e| &e.content), Some(Content::File { .. }));
+                    let is_file = matches!(
+                        scanned.tree.get(path).map(|e| &e.content),
+                        Some(Content::File { .. })
+                    );
                     !is_file || manifests.contains_key(path.as_str())
                 }
                 _ => true,
             })
             .collect();
         for batch in todo.chunks(COMMIT_BATCH) {
-            self.commit_batch(batch, scanned, &manifests, &mut stats).await?;
+            self.commit_batch(batch, scanned, &manifests, &mut stats)
+                .await?;
         }
         stats.bytes_deduplicated = files
             .iter()
@@ -108,12 +112,27 @@ impl Push<'_> {
     }
 
     /// The files to upload, with their chunks (re-chunked when the scan reused a hash).
-    async fn collect_files(&self, ops: &[Op], scanned: &mut Scanned, stats: &mut PushStats) -> Vec<FileUp> {
+    async fn collect_files(
+        &self,
+        ops: &[Op],
+        scanned: &mut Scanned,
+        stats: &mut PushStats,
+    ) -> Vec<FileUp> {
         let mut files = Vec::new();
         for op in ops {
-            let Op::Upload { path, .. } = op else { continue };
-            let Some(LocalEntry { content: Content::File { id, .. }, stat }) = scanned.tree.get(path).cloned() else { continue };
-            let Some(disk) = scanned.disk.get(path).cloned() else { continue };
+            let Op::Upload { path, .. } = op else {
+                continue;
+            };
+            let Some(LocalEntry {
+                content: Content::File { id, .. },
+                stat,
+            }) = scanned.tree.get(path).cloned()
+            else {
+                continue;
+            };
+            let Some(disk) = scanned.disk.get(path).cloned() else {
+                continue;
+            };
             let chunks = match scanned.chunks.remove(path) {
                 Some(c) => c,
                 None => {
@@ -121,7 +140,10 @@ impl Push<'_> {
                     match tokio::task::spawn_blocking(move || hash_file(&d, stat, params)).await {
                         Ok(Ok((c, cid))) if cid == id => c,
                         Ok(Ok(_)) => {
-                            stats.errors.push(Error::path(path, "changed while being read; it goes up next time"));
+                            stats.errors.push(Error::path(
+                                path,
+                                "changed while being read; it goes up next time",
+                            ));
                             continue;
                         }
                         Ok(Err(e)) => {
@@ -129,26 +151,40 @@ impl Push<'_> {
                             continue;
                         }
                         Err(e) => {
-                            stats.errors.push(Error::path(path, format!("hashing thread failed: {e}")));
+                            stats
+                                .errors
+                                .push(Error::path(path, format!("hashing thread failed: {e}")));
                             continue;
                         }
                     }
                 }
             };
-            files.push(FileUp { path: path.clone(), disk, chunks });
+            files.push(FileUp {
+                path: path.clone(),
+                disk,
+                chunks,
+            });
         }
         files
     }
 
     /// Uploads every chunk the server lacks; returns the ids that could not be uploaded.
-    async fn upload_chunks(&self, files: &[FileUp], stats: &mut PushStats) -> Result<HashSet<ChunkId>> {
+    async fn upload_chunks(
+        &self,
+        files: &[FileUp],
+        stats: &mut PushStats,
+    ) -> Result<HashSet<ChunkId>> {
         let mut sources: HashMap<ChunkId, Source> = HashMap::new();
         let mut order = Vec::new();
         for (i, f) in files.iter().enumerate() {
             for c in &f.chunks {
                 sources.entry(c.id).or_insert_with(|| {
                     order.push(c.id);
-                    Source { file: i, offset: c.offset, length: c.length }
+                    Source {
+                        file: i,
+                        offset: c.offset,
+                        length: c.length,
+                    }
                 });
             }
         }
@@ -158,20 +194,34 @@ impl Push<'_> {
             missing.extend(batch.iter().filter(|id| m.contains(id)).copied());
         }
         let objects = group_objects(&missing, &sources, self.pack_threshold, self.pack_target);
-        self.progress.set_length(objects.iter().flatten().map(|id| u64::from(sources[id].length)).sum());
+        self.progress.set_length(
+            objects
+                .iter()
+                .flatten()
+                .map(|id| u64::from(sources[id].length))
+                .sum(),
+        );
         let mut failed = HashSet::new();
         for batch in objects.chunks(PREPARE_BATCH) {
             let req = batch
                 .iter()
                 .map(|o| pb::UploadObject {
-                    chunks: o.iter().map(|id| pb::ChunkRef { id: id.to_vec(), length: sources[id].length }).collect(),
+                    chunks: o
+                        .iter()
+                        .map(|id| pb::ChunkRef {
+                            id: id.to_vec(),
+                            length: sources[id].length,
+                        })
+                        .collect(),
                 })
                 .collect();
             let targets = self.remote.prepare_upload(req).await?;
-            let results: Vec<(usize, Result<()>)> = futures::stream::iter(batch.iter().zip(&targets).enumerate().map(|(i, (obj, t))| {
-                let sources = &sources;
-                async move { (i, self.put_object(files, sources, obj, t).await) }
-            }))
+            let results: Vec<(usize, Result<()>)> = futures::stream::iter(
+                batch.iter().zip(&targets).enumerate().map(|(i, (obj, t))| {
+                    let sources = &sources;
+                    async move { (i, self.put_object(files, sources, obj, t).await) }
+                }),
+            )
             .buffer_unordered(PUTS_IN_FLIGHT)
             .collect()
             .await;
@@ -193,10 +243,15 @@ impl Push<'_> {
                 continue;
             }
             for o in self.remote.confirm_upload(ok_ids).await? {
-                let Some(&i) = by_upload.get(&o.upload_id) else { continue };
+                let Some(&i) = by_upload.get(&o.upload_id) else {
+                    continue;
+                };
                 if o.ok {
                     stats.chunks_uploaded += batch[i].len() as u64;
-                    stats.bytes_uploaded += batch[i].iter().map(|id| u64::from(sources[id].length)).sum::<u64>();
+                    stats.bytes_uploaded += batch[i]
+                        .iter()
+                        .map(|id| u64::from(sources[id].length))
+                        .sum::<u64>();
                 } else {
                     tracing::warn!("server refused an uploaded object: {}", o.error);
                     failed.extend(batch[i].iter().copied());
@@ -207,14 +262,32 @@ impl Push<'_> {
     }
 
     /// Reads the object's chunks back from their files, re-verifies them, PUTs the bytes.
-    async fn put_object(&self, files: &[FileUp], sources: &HashMap<ChunkId, Source>, obj: &[ChunkId], t: &pb::UploadTarget) -> Result<()> {
-        let reads: Vec<(ChunkId, PathBuf, Source)> =
-            obj.iter().map(|id| (*id, files[sources[id].file].disk.clone(), sources[id].clone())).collect();
+    async fn put_object(
+        &self,
+        files: &[FileUp],
+        sources: &HashMap<ChunkId, Source>,
+        obj: &[ChunkId],
+        t: &pb::UploadTarget,
+    ) -> Result<()> {
+        let reads: Vec<(ChunkId, PathBuf, Source)> = obj
+            .iter()
+            .map(|id| {
+                (
+                    *id,
+                    files[sources[id].file].disk.clone(),
+                    sources[id].clone(),
+                )
+            })
+            .collect();
         let body = tokio::task::spawn_blocking(move || read_object(&reads))
             .await
             .map_err(|e| Error::Protocol(format!("reader thread failed: {e}")))??;
         if body.len() as u64 != t.length {
-            return Err(Error::Protocol(format!("server expects {} bytes for an object of {}", t.length, body.len())));
+            return Err(Error::Protocol(format!(
+                "server expects {} bytes for an object of {}",
+                t.length,
+                body.len()
+            )));
         }
         let n = body.len() as u64;
         self.remote.put(&t.url, body).await?;
@@ -222,30 +295,62 @@ impl Push<'_> {
         Ok(())
     }
 
-    async fn commit_batch(&mut self, batch: &[&Op], scanned: &Scanned, manifests: &HashMap<&str, &[Chunk]>, stats: &mut PushStats) -> Result<()> {
+    async fn commit_batch(
+        &mut self,
+        batch: &[&Op],
+        scanned: &Scanned,
+        manifests: &HashMap<&str, &[Chunk]>,
+        stats: &mut PushStats,
+    ) -> Result<()> {
         let mut items = Vec::new();
         let mut sent = Vec::new();
         let mut changes = Vec::new();
         for op in batch {
             match op {
-                Op::Upload { path, base_version, .. } => {
-                    let Some(e) = scanned.tree.get(path) else { continue };
+                Op::Upload {
+                    path, base_version, ..
+                } => {
+                    let Some(e) = scanned.tree.get(path) else {
+                        continue;
+                    };
                     if let Content::Symlink(t) = &e.content
                         && !localfs::symlink_target_ok(path, t)
                     {
-                        stats.errors.push(Error::path(path, format!("symlink target {t:?} is absolute or leaves the folder; not synced")));
+                        stats.errors.push(Error::path(
+                            path,
+                            format!(
+                                "symlink target {t:?} is absolute or leaves the folder; not synced"
+                            ),
+                        ));
                         continue;
                     }
                     let manifest = manifests.get(path.as_str()).copied().unwrap_or_default();
-                    items.push(pb::CommitItem { path: path.clone(), base_version: base_version.0, meta: Some(meta_of(e, manifest)), ..Default::default() });
+                    items.push(pb::CommitItem {
+                        path: path.clone(),
+                        base_version: base_version.0,
+                        meta: Some(meta_of(e, manifest)),
+                        ..Default::default()
+                    });
                     sent.push(*op);
                 }
                 Op::DeleteRemote { path, base_version } => {
-                    items.push(pb::CommitItem { path: path.clone(), base_version: base_version.0, delete: true, ..Default::default() });
+                    items.push(pb::CommitItem {
+                        path: path.clone(),
+                        base_version: base_version.0,
+                        delete: true,
+                        ..Default::default()
+                    });
                     sent.push(*op);
                 }
-                Op::MoveRemote { from, to, from_version, base_version } => {
-                    let Some(e) = scanned.tree.get(to) else { continue };
+                Op::MoveRemote {
+                    from,
+                    to,
+                    from_version,
+                    base_version,
+                } => {
+                    let Some(e) = scanned.tree.get(to) else {
+                        continue;
+                    };
                     items.push(pb::CommitItem {
                         path: to.clone(),
                         base_version: base_version.0,
@@ -265,14 +370,25 @@ impl Push<'_> {
                 _ => {}
             }
         }
-        let results = if items.is_empty() { Vec::new() } else { self.remote.commit(items).await? };
+        let results = if items.is_empty() {
+            Vec::new()
+        } else {
+            self.remote.commit(items).await?
+        };
         for (op, r) in sent.iter().zip(results) {
             self.record_result(op, r, scanned, &mut changes, stats);
         }
         self.state.apply(self.folder, &changes)
     }
 
-    fn record_result(&self, op: &Op, r: pb::CommitResult, scanned: &Scanned, changes: &mut Vec<SyncedChange>, stats: &mut PushStats) {
+    fn record_result(
+        &self,
+        op: &Op,
+        r: pb::CommitResult,
+        scanned: &Scanned,
+        changes: &mut Vec<SyncedChange>,
+        stats: &mut PushStats,
+    ) {
         use pb::CommitStatus as S;
         let path = op.path().to_owned();
         let status = r.status();
@@ -286,10 +402,16 @@ impl Push<'_> {
             }
             (Op::MoveRemote { .. }, S::Rejected | S::Unspecified) => {
                 // The next round re-plans: the rename then goes up as a delete and an upload.
-                stats.errors.push(Error::path(&path, format!("the server refused the move: {}", r.error)));
+                stats.errors.push(Error::path(
+                    &path,
+                    format!("the server refused the move: {}", r.error),
+                ));
             }
             (_, S::Rejected | S::Unspecified) => {
-                stats.errors.push(Error::path(&path, format!("the server refused it: {}", r.error)));
+                stats.errors.push(Error::path(
+                    &path,
+                    format!("the server refused it: {}", r.error),
+                ));
             }
             (Op::DeleteRemote { .. }, _) => {
                 stats.deleted += u64::from(status == S::Committed);
@@ -306,7 +428,9 @@ impl Push<'_> {
                 // The next pull brings the winner to the original path.
                 changes.push(SyncedChange::Remove(path.clone()));
                 match self.rename_to_copy(&path, &r.path, scanned) {
-                    Ok(Some(e)) => changes.push(SyncedChange::Put(r.path, synced_of(&e, Version(r.version)))),
+                    Ok(Some(e)) => {
+                        changes.push(SyncedChange::Put(r.path, synced_of(&e, Version(r.version))))
+                    }
                     Ok(None) => {}
                     Err(e) => stats.errors.push(e),
                 }
@@ -316,24 +440,43 @@ impl Push<'_> {
     }
 
     /// Renames the local entry to the conflict copy's path, if it is still what was uploaded.
-    fn rename_to_copy(&self, path: &str, copy: &str, scanned: &Scanned) -> Result<Option<LocalEntry>> {
-        let (Some(e), Some(from)) = (scanned.tree.get(path), scanned.disk.get(path)) else { return Ok(None) };
+    fn rename_to_copy(
+        &self,
+        path: &str,
+        copy: &str,
+        scanned: &Scanned,
+    ) -> Result<Option<LocalEntry>> {
+        let (Some(e), Some(from)) = (scanned.tree.get(path), scanned.disk.get(path)) else {
+            return Ok(None);
+        };
         let to = localfs::disk_path(self.root, copy)?;
         let now = std::fs::symlink_metadata(from).map_err(|err| Error::io(from, err))?;
         if !matches!(e.content, Content::Dir) && !same_stat(e.stat, stat_of(&now)) {
-            return Err(Error::path(path, format!("stored on the server as {copy:?}, but changed here since; kept as is")));
+            return Err(Error::path(
+                path,
+                format!("stored on the server as {copy:?}, but changed here since; kept as is"),
+            ));
         }
         if std::fs::symlink_metadata(&to).is_ok() {
-            return Err(Error::path(path, format!("stored on the server as {copy:?}, but that name is taken here")));
+            return Err(Error::path(
+                path,
+                format!("stored on the server as {copy:?}, but that name is taken here"),
+            ));
         }
         localfs::ensure_parents(self.root, copy)?;
-        std::fs::rename(from, &to).map_err(|err| Error::path(path, format!("cannot rename to {copy:?}: {err}")))?;
+        std::fs::rename(from, &to)
+            .map_err(|err| Error::path(path, format!("cannot rename to {copy:?}: {err}")))?;
         Ok(Some(e.clone()))
     }
 }
 
 /// Groups missing chunks into upload objects: a large chunk alone, small ones packed.
-fn group_objects(missing: &[ChunkId], sources: &HashMap<ChunkId, Source>, threshold: u32, target: u32) -> Vec<Vec<ChunkId>> {
+fn group_objects(
+    missing: &[ChunkId],
+    sources: &HashMap<ChunkId, Source>,
+    threshold: u32,
+    target: u32,
+) -> Vec<Vec<ChunkId>> {
     let mut objects = Vec::new();
     let mut pack: Vec<ChunkId> = Vec::new();
     let mut pack_len = 0u64;
@@ -364,14 +507,21 @@ fn read_object(reads: &[(ChunkId, PathBuf, Source)]) -> Result<Bytes> {
     let mut open: Option<(PathBuf, std::fs::File)> = None;
     for (id, disk, src) in reads {
         if open.as_ref().is_none_or(|(p, _)| p != disk) {
-            open = Some((disk.clone(), std::fs::File::open(disk).map_err(|e| Error::io(disk, e))?));
+            open = Some((
+                disk.clone(),
+                std::fs::File::open(disk).map_err(|e| Error::io(disk, e))?,
+            ));
         }
         // `open` was set just above for this disk path.
         let (_, f) = open.as_ref().expect("file opened above");
         let dst = &mut buf[at..at + src.length as usize];
-        f.read_exact_at(dst, src.offset).map_err(|e| Error::io(disk, e))?;
+        f.read_exact_at(dst, src.offset)
+            .map_err(|e| Error::io(disk, e))?;
         if !id.verify(dst) {
-            return Err(Error::path(disk.display().to_string(), "changed since it was scanned"));
+            return Err(Error::path(
+                disk.display().to_string(),
+                "changed since it was scanned",
+            ));
         }
         at += src.length as usize;
     }
@@ -386,16 +536,30 @@ fn meta_of(e: &LocalEntry, manifest: &[Chunk]) -> pb::FileMeta {
     };
     pb::FileMeta {
         kind: kind as i32,
-        size: if kind == pb::EntryKind::File { e.stat.size } else { 0 },
+        size: if kind == pb::EntryKind::File {
+            e.stat.size
+        } else {
+            0
+        },
         mode: e.stat.mode & 0o777,
         mtime_ns: e.stat.mtime_ns,
-        manifest: manifest.iter().map(|c| pb::ChunkRef { id: c.id.to_vec(), length: c.length }).collect(),
+        manifest: manifest
+            .iter()
+            .map(|c| pb::ChunkRef {
+                id: c.id.to_vec(),
+                length: c.length,
+            })
+            .collect(),
         symlink_target: target,
     }
 }
 
 pub fn synced_of(e: &LocalEntry, version: Version) -> SyncedEntry {
-    SyncedEntry { version, content: e.content.clone(), stat: e.stat }
+    SyncedEntry {
+        version,
+        content: e.content.clone(),
+        stat: e.stat,
+    }
 }
 
 #[cfg(test)]
@@ -406,9 +570,29 @@ mod tests {
     fn large_chunks_travel_alone_and_small_ones_share_packs() {
         let ids: Vec<ChunkId> = (0..5u8).map(|i| ChunkId([i; 32])).collect();
         let lens = [600, 100, 100, 100, 700];
-        let sources: HashMap<ChunkId, Source> =
-            ids.iter().zip(lens).map(|(id, l)| (*id, Source { file: 0, offset: 0, length: l })).collect();
+        let sources: HashMap<ChunkId, Source> = ids
+            .iter()
+            .zip(lens)
+            .map(|(id, l)| {
+                (
+                    *id,
+                    Source {
+                        file: 0,
+                        offset: 0,
+                        length: l,
+                    },
+                )
+            })
+            .collect();
         let objs = group_objects(&ids, &sources, 512, 250);
-        assert_eq!(objs, vec![vec![ids[0]], vec![ids[1], ids[2]], vec![ids[4]], vec![ids[3]]]);
+        assert_eq!(
+            objs,
+            vec![
+                vec![ids[0]],
+                vec![ids[1], ids[2]],
+                vec![ids[4]],
+                vec![ids[3]]
+            ]
+        );
     }
 }

@@ -44,7 +44,10 @@ pub fn watch_local(root: &Path, tx: UnboundedSender<Trigger>) -> Result<LocalWat
                 .filter(|e| !matches!(e.kind, notify::EventKind::Access(_)))
                 .flat_map(|e| e.paths.iter())
                 .filter_map(|p| p.strip_prefix(&root_owned).ok())
-                .filter(|p| !p.components().any(|c| c.as_os_str().to_str().is_some_and(is_skipped_name)))
+                .filter(|p| {
+                    !p.components()
+                        .any(|c| c.as_os_str().to_str().is_some_and(is_skipped_name))
+                })
                 .map(Path::to_owned)
                 .collect();
             if !paths.is_empty() {
@@ -52,12 +55,18 @@ pub fn watch_local(root: &Path, tx: UnboundedSender<Trigger>) -> Result<LocalWat
             }
         }
         Err(errors) => {
-            let detail = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+            let detail = errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
             let _ = err_tx.send(Trigger::WatchFailed(detail));
         }
     })
     .map_err(|e| describe(&e))?;
-    debouncer.watch(root, RecursiveMode::Recursive).map_err(|e| describe(&e))?;
+    debouncer
+        .watch(root, RecursiveMode::Recursive)
+        .map_err(|e| describe(&e))?;
     Ok(debouncer)
 }
 
@@ -65,7 +74,9 @@ fn describe(e: &notify::Error) -> String {
     let limit = matches!(e.kind, notify::ErrorKind::MaxFilesWatch)
         || matches!(&e.kind, notify::ErrorKind::Io(io) if io.raw_os_error() == Some(28));
     if limit {
-        format!("out of inotify watches ({e}); falling back to periodic scans — raise fs.inotify.max_user_watches")
+        format!(
+            "out of inotify watches ({e}); falling back to periodic scans — raise fs.inotify.max_user_watches"
+        )
     } else {
         format!("cannot watch the folder ({e}); falling back to periodic scans")
     }
@@ -97,7 +108,10 @@ pub async fn follow_remote(remote: Remote, mut cursor: Seq, tx: UnboundedSender<
                             }
                         }
                         Err(s) => {
-                            let _ = tx.send(Trigger::RemoteDown(format!("change stream ended: {}", s.message())));
+                            let _ = tx.send(Trigger::RemoteDown(format!(
+                                "change stream ended: {}",
+                                s.message()
+                            )));
                             break;
                         }
                     }

@@ -20,7 +20,9 @@ macro_rules! hash_id {
         impl $name {
             /// Validates bytes received on the wire.
             pub fn from_slice(bytes: &[u8]) -> Result<Self, IdError> {
-                let arr: [u8; 32] = bytes.try_into().map_err(|_| IdError::BadLength(bytes.len()))?;
+                let arr: [u8; 32] = bytes
+                    .try_into()
+                    .map_err(|_| IdError::BadLength(bytes.len()))?;
                 Ok(Self(arr))
             }
 
@@ -56,8 +58,14 @@ macro_rules! hash_id {
     };
 }
 
-hash_id!(ChunkId, "The BLAKE3 hash of a chunk's bytes: its name in storage.");
-hash_id!(ContentId, "The BLAKE3 hash of a file version's manifest: equal content, equal id.");
+hash_id!(
+    ChunkId,
+    "The BLAKE3 hash of a chunk's bytes: its name in storage."
+);
+hash_id!(
+    ContentId,
+    "The BLAKE3 hash of a file version's manifest: equal content, equal id."
+);
 
 impl ChunkId {
     /// The id of these bytes.
@@ -87,11 +95,35 @@ pub fn content_id_of<'a>(manifest: impl IntoIterator<Item = (&'a ChunkId, u64)>)
 }
 
 /// A sync log sequence number. A device's cursor is the last one it applied.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Seq(pub u64);
 
 /// A path's version number; 0 means "no version seen".
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Version(pub u64);
 
 impl fmt::Display for Seq {

@@ -79,10 +79,14 @@ pub fn validate_symlink_target(link: &str, target: &str) -> Result<(), String> {
         return Err(format!("symlink {link:?} has an empty target"));
     }
     if target.starts_with('/') || target.contains('\\') || has_drive_prefix(target) {
-        return Err(format!("symlink {link:?} points to {target:?}: targets must be relative"));
+        return Err(format!(
+            "symlink {link:?} points to {target:?}: targets must be relative"
+        ));
     }
     if target.chars().any(char::is_control) {
-        return Err(format!("symlink {link:?}: target contains NUL or a control character"));
+        return Err(format!(
+            "symlink {link:?}: target contains NUL or a control character"
+        ));
     }
     // Folders between the root and the link.
     let mut depth = link.matches('/').count() as i64;
@@ -92,7 +96,9 @@ pub fn validate_symlink_target(link: &str, target: &str) -> Result<(), String> {
             ".." => {
                 depth -= 1;
                 if depth < 0 {
-                    return Err(format!("symlink {link:?} points to {target:?}, outside the synced folder"));
+                    return Err(format!(
+                        "symlink {link:?} points to {target:?}, outside the synced folder"
+                    ));
                 }
             }
             _ => depth += 1,
@@ -126,8 +132,15 @@ pub fn conflict_copy_name(path: &str, device: &str, unix_secs: i64, attempt: u32
         _ => (name, ""),
     };
     let stamp = format_stamp(unix_secs);
-    let device: String = device.chars().filter(|c| !c.is_control() && *c != '/' && *c != '\\').collect();
-    let counter = if attempt > 1 { format!(" {attempt}") } else { String::new() };
+    let device: String = device
+        .chars()
+        .filter(|c| !c.is_control() && *c != '/' && *c != '\\')
+        .collect();
+    let counter = if attempt > 1 {
+        format!(" {attempt}")
+    } else {
+        String::new()
+    };
     format!("{dir}{stem} (conflicted copy from {device} {stamp}{counter}){ext}")
 }
 
@@ -146,7 +159,14 @@ mod tests {
 
     #[test]
     fn ordinary_paths_are_accepted() {
-        for p in ["a", "a/b/c.txt", "dir with space/ünïcödé.md", ".hidden", "a/..b", "ab:c"] {
+        for p in [
+            "a",
+            "a/b/c.txt",
+            "dir with space/ünïcödé.md",
+            ".hidden",
+            "a/..b",
+            "ab:c",
+        ] {
             assert_eq!(validate_path(p), Ok(()), "{p}");
         }
     }
@@ -157,8 +177,21 @@ mod tests {
         let long_name = "n".repeat(256);
         let long_path = "d/".repeat(2100) + "f";
         for p in [
-            "", "/etc/passwd", "../x", "a/../../x", "a/./b", "a//b", "a/", "nul\0byte", "tab\tname",
-            "C:\\x", "c:/windows", "a\\b", nfd, &long_name, &long_path,
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a/./b",
+            "a//b",
+            "a/",
+            "nul\0byte",
+            "tab\tname",
+            "C:\\x",
+            "c:/windows",
+            "a\\b",
+            nfd,
+            &long_name,
+            &long_path,
         ] {
             assert!(validate_path(p).is_err(), "{p:?} should be refused");
         }
@@ -168,8 +201,18 @@ mod tests {
     fn symlink_targets_may_not_leave_the_root() {
         assert!(validate_symlink_target("a/link", "../b/file").is_ok());
         assert!(validate_symlink_target("a/b/link", "../../top").is_ok());
-        for (link, target) in [("link", "../out"), ("a/link", "../../out"), ("l", "/etc"), ("l", "C:\\x"), ("l", ""), ("l", "a\0b")] {
-            assert!(validate_symlink_target(link, target).is_err(), "{link} -> {target:?}");
+        for (link, target) in [
+            ("link", "../out"),
+            ("a/link", "../../out"),
+            ("l", "/etc"),
+            ("l", "C:\\x"),
+            ("l", ""),
+            ("l", "a\0b"),
+        ] {
+            assert!(
+                validate_symlink_target(link, target).is_err(),
+                "{link} -> {target:?}"
+            );
         }
     }
 

@@ -29,7 +29,9 @@ pub fn create_namespace(db: &Path, name: &str) -> Result<(), Error> {
         ),
     )?;
     if inserted == 0 {
-        return Err(Error::AlreadyExists(format!("namespace {name:?} already exists")));
+        return Err(Error::AlreadyExists(format!(
+            "namespace {name:?} already exists"
+        )));
     }
     Ok(())
 }
@@ -38,8 +40,11 @@ pub fn create_namespace(db: &Path, name: &str) -> Result<(), Error> {
 pub fn create_token(db: &Path, namespace: &str, device: &str) -> Result<String, Error> {
     validate_name("device", device)?;
     let conn = db::open(db)?;
-    let ns_id = namespace_id(&conn, namespace)?
-        .ok_or_else(|| Error::NotFound(format!("namespace {namespace:?} does not exist; create it first")))?;
+    let ns_id = namespace_id(&conn, namespace)?.ok_or_else(|| {
+        Error::NotFound(format!(
+            "namespace {namespace:?} does not exist; create it first"
+        ))
+    })?;
     let raw: [u8; 32] = rand::random();
     let token = format!("cairn_{}", hex::encode(raw));
     conn.execute(
@@ -50,7 +55,11 @@ pub fn create_token(db: &Path, namespace: &str, device: &str) -> Result<String, 
 }
 
 pub(crate) fn namespace_id(conn: &Connection, name: &str) -> Result<Option<i64>> {
-    Ok(conn.query_row("SELECT id FROM namespaces WHERE name = ?1", [name], |r| r.get(0)).optional()?)
+    Ok(conn
+        .query_row("SELECT id FROM namespaces WHERE name = ?1", [name], |r| {
+            r.get(0)
+        })
+        .optional()?)
 }
 
 /// What the database keeps of a token.
@@ -61,7 +70,9 @@ pub(crate) fn token_hash(token: &str) -> [u8; 32] {
 fn validate_name(what: &str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 128
-        && name.chars().all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if ok {
         Ok(())
     } else {
@@ -80,11 +91,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("s.db");
         create_namespace(&db, "team").unwrap();
-        assert!(matches!(create_namespace(&db, "team"), Err(Error::AlreadyExists(_))));
-        assert!(matches!(create_token(&db, "nope", "laptop"), Err(Error::NotFound(_))));
+        assert!(matches!(
+            create_namespace(&db, "team"),
+            Err(Error::AlreadyExists(_))
+        ));
+        assert!(matches!(
+            create_token(&db, "nope", "laptop"),
+            Err(Error::NotFound(_))
+        ));
         let t1 = create_token(&db, "team", "laptop").unwrap();
         let t2 = create_token(&db, "team", "laptop").unwrap();
         assert_ne!(t1, t2);
-        assert!(matches!(create_namespace(&db, "a/b"), Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            create_namespace(&db, "a/b"),
+            Err(Error::InvalidArgument(_))
+        ));
     }
 }

@@ -29,7 +29,9 @@ impl Caller {
 
 /// `Bearer <token>` → the token.
 pub fn bearer(header: Option<&str>) -> Result<&str> {
-    let h = header.ok_or_else(|| Error::Unauthenticated("missing authorization metadata (Bearer <token>)".into()))?;
+    let h = header.ok_or_else(|| {
+        Error::Unauthenticated("missing authorization metadata (Bearer <token>)".into())
+    })?;
     h.strip_prefix("Bearer ")
         .map(str::trim)
         .filter(|t| !t.is_empty())
@@ -49,8 +51,14 @@ pub fn lookup(conn: &Connection, token: &str) -> Result<Caller> {
         .optional()?;
     match row {
         Some((stored, namespace_id, namespace, device)) if bool::from(stored.ct_eq(&hash[..])) => {
-            Ok(Caller { namespace_id, namespace, device })
+            Ok(Caller {
+                namespace_id,
+                namespace,
+                device,
+            })
         }
-        _ => Err(Error::Unauthenticated("unknown or revoked device token".into())),
+        _ => Err(Error::Unauthenticated(
+            "unknown or revoked device token".into(),
+        )),
     }
 }

@@ -43,18 +43,33 @@ struct Current {
 
 /// Applies `items` in one transaction; returns their results in order and the new head seq when
 /// anything was appended to the log.
-pub async fn commit(db: &Db, namespace_id: i64, device: String, items: Vec<CommitItem>) -> Result<(Vec<CommitResult>, Option<u64>)> {
+pub async fn commit(
+    db: &Db,
+    namespace_id: i64,
+    device: String,
+    items: Vec<CommitItem>,
+) -> Result<(Vec<CommitResult>, Option<u64>)> {
     if items.len() > MAX_ITEMS {
-        return Err(Error::InvalidArgument(format!("a commit carries at most {MAX_ITEMS} items, got {}", items.len())));
+        return Err(Error::InvalidArgument(format!(
+            "a commit carries at most {MAX_ITEMS} items, got {}",
+            items.len()
+        )));
     }
     db.write(move |conn| {
-        let ctx = Ctx { namespace_id, device, now_ms: db::now_ms() };
+        let ctx = Ctx {
+            namespace_id,
+            device,
+            now_ms: db::now_ms(),
+        };
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut results = Vec::with_capacity(items.len());
         let mut head = None;
         for item in &items {
             let r = apply_item(&tx, &ctx, item)?;
-            if matches!(CommitStatus::try_from(r.status), Ok(CommitStatus::Committed | CommitStatus::Conflict)) {
+            if matches!(
+                CommitStatus::try_from(r.status),
+                Ok(CommitStatus::Committed | CommitStatus::Conflict)
+            ) {
                 head = Some(max_seq(&tx, ctx.namespace_id)?);
             }
             results.push(r);
@@ -66,16 +81,27 @@ pub async fn commit(db: &Db, namespace_id: i64, device: String, items: Vec<Commi
 }
 
 fn max_seq(tx: &Transaction<'_>, ns: i64) -> Result<u64> {
-    let s: Option<i64> = tx.query_row("SELECT MAX(seq) FROM sync_log WHERE namespace_id = ?1", [ns], |r| r.get(0))?;
+    let s: Option<i64> = tx.query_row(
+        "SELECT MAX(seq) FROM sync_log WHERE namespace_id = ?1",
+        [ns],
+        |r| r.get(0),
+    )?;
     Ok(s.unwrap_or(0) as u64)
 }
 
 fn result(status: CommitStatus, path: &str) -> CommitResult {
-    CommitResult { status: status as i32, path: path.to_owned(), ..Default::default() }
+    CommitResult {
+        status: status as i32,
+        path: path.to_owned(),
+        ..Default::default()
+    }
 }
 
 fn rejected(path: &str, error: String) -> CommitResult {
-    CommitResult { error, ..result(CommitStatus::Rejected, path) }
+    CommitResult {
+        error,
+        ..result(CommitStatus::Rejected, path)
+    }
 }
 
 fn apply_item(tx: &Transaction<'_>, ctx: &Ctx, item: &CommitItem) -> Result<CommitResult> {
@@ -84,7 +110,10 @@ fn apply_item(tx: &Transaction<'_>, ctx: &Ctx, item: &CommitItem) -> Result<Comm
     }
     if item.delete {
         if !item.move_from.is_empty() {
-            return Ok(rejected(&item.path, "an item cannot be both a delete and a move".into()));
+            return Ok(rejected(
+                &item.path,
+                "an item cannot be both a delete and a move".into(),
+            ));
         }
         return apply_delete(tx, ctx, &item.path, item.base_version);
     }
@@ -108,9 +137,15 @@ fn check_chunks(tx: &Transaction<'_>, ns: i64, content: &Content) -> Result<Resu
          WHERE nc.namespace_id = ?1 AND nc.chunk_id = ?2",
     )?;
     for (id, len) in &content.manifest {
-        let stored: Option<u32> = stmt.query_row((ns, &id.as_bytes()[..]), |r| r.get(0)).optional()?;
+        let stored: Option<u32> = stmt
+            .query_row((ns, &id.as_bytes()[..]), |r| r.get(0))
+            .optional()?;
         match stored {
-            None => return Ok(Err(format!("chunk {id} was never uploaded to this namespace"))),
+            None => {
+                return Ok(Err(format!(
+                    "chunk {id} was never uploaded to this namespace"
+                )));
+            }
             Some(s) if s != *len => return Ok(Err(format!("chunk {id} is {s} bytes, not {len}"))),
             Some(_) => {}
         }
@@ -149,16 +184,28 @@ pub(crate) fn entry(tx: &rusqlite::Connection, ns: i64, path: &str) -> Result<Op
         "SELECT {ENTRY_COLUMNS} FROM files f JOIN versions v ON v.file_id = f.id AND v.version = f.head_version
          WHERE f.namespace_id = ?1 AND f.path = ?2"
     );
-    Ok(tx.prepare_cached(&sql)?.query_row((ns, path), |r| entry_from_row(r, false)).optional()?)
+    Ok(tx
+        .prepare_cached(&sql)?
+        .query_row((ns, path), |r| entry_from_row(r, false))
+        .optional()?)
 }
 
 /// Appends a version (and its log row) to `path`; `content` None makes a tombstone of `cur`.
 /// Returns (version, seq).
-fn append(tx: &Transaction<'_>, ctx: &Ctx, path: &str, cur: Option<&Current>, content: Option<&Content>) -> Result<(u64, u64)> {
+fn append(
+    tx: &Transaction<'_>,
+    ctx: &Ctx,
+    path: &str,
+    cur: Option<&Current>,
+    content: Option<&Content>,
+) -> Result<(u64, u64)> {
     let version = cur.map_or(1, |c| c.version + 1);
     let file_id = match cur {
         Some(c) => {
-            tx.execute("UPDATE files SET head_version = ?1 WHERE id = ?2", (version as i64, c.file_id))?;
+            tx.execute(
+                "UPDATE files SET head_version = ?1 WHERE id = ?2",
+                (version as i64, c.file_id),
+            )?;
             c.file_id
         }
         None => {
@@ -175,9 +222,27 @@ fn append(tx: &Transaction<'_>, ctx: &Ctx, path: &str, cur: Option<&Current>, co
     )?;
     let seq = tx.last_insert_rowid();
     let (kind, size, mode, mtime_ns, manifest, content_id, target, deleted) = match content {
-        Some(c) => (c.kind as i32, c.size, c.mode, c.mtime_ns, encode_manifest(&c.manifest), c.content_id.clone(), c.symlink_target.clone(), false),
+        Some(c) => (
+            c.kind as i32,
+            c.size,
+            c.mode,
+            c.mtime_ns,
+            encode_manifest(&c.manifest),
+            c.content_id.clone(),
+            c.symlink_target.clone(),
+            false,
+        ),
         // A tombstone keeps the kind of what it deletes.
-        None => (cur.map_or(EntryKind::File as i32, |c| c.kind), 0, 0, 0, Vec::new(), Vec::new(), String::new(), true),
+        None => (
+            cur.map_or(EntryKind::File as i32, |c| c.kind),
+            0,
+            0,
+            0,
+            Vec::new(),
+            Vec::new(),
+            String::new(),
+            true,
+        ),
     };
     tx.prepare_cached(
         "INSERT INTO versions (file_id, version, kind, size, mode, mtime_ns, manifest, content_id, symlink_target,
@@ -190,7 +255,8 @@ fn append(tx: &Transaction<'_>, ctx: &Ctx, path: &str, cur: Option<&Current>, co
     ])?;
     if let Some(c) = content {
         let distinct: BTreeSet<_> = c.manifest.iter().map(|(id, _)| *id).collect();
-        let mut inc = tx.prepare_cached("UPDATE chunks SET refcount = refcount + 1 WHERE id = ?1")?;
+        let mut inc =
+            tx.prepare_cached("UPDATE chunks SET refcount = refcount + 1 WHERE id = ?1")?;
         for id in distinct {
             inc.execute([&id.as_bytes()[..]])?;
         }
@@ -198,19 +264,53 @@ fn append(tx: &Transaction<'_>, ctx: &Ctx, path: &str, cur: Option<&Current>, co
     Ok((version, seq as u64))
 }
 
-fn committed(tx: &Transaction<'_>, ctx: &Ctx, status: CommitStatus, path: &str, version: u64, seq: u64, current_of: &str) -> Result<CommitResult> {
-    Ok(CommitResult { version, seq, current: entry(tx, ctx.namespace_id, current_of)?, ..result(status, path) })
+fn committed(
+    tx: &Transaction<'_>,
+    ctx: &Ctx,
+    status: CommitStatus,
+    path: &str,
+    version: u64,
+    seq: u64,
+    current_of: &str,
+) -> Result<CommitResult> {
+    Ok(CommitResult {
+        version,
+        seq,
+        current: entry(tx, ctx.namespace_id, current_of)?,
+        ..result(status, path)
+    })
 }
 
-fn apply_put(tx: &Transaction<'_>, ctx: &Ctx, path: &str, base: u64, content: &Content) -> Result<CommitResult> {
+fn apply_put(
+    tx: &Transaction<'_>,
+    ctx: &Ctx,
+    path: &str,
+    base: u64,
+    content: &Content,
+) -> Result<CommitResult> {
     let cur = current(tx, ctx.namespace_id, path)?;
     match &cur {
-        Some(c) if !c.deleted && content.same_data(c.kind, &c.content_id, &c.symlink_target) && (c.mode == content.mode || base != c.version) => {
-            committed(tx, ctx, CommitStatus::Unchanged, path, c.version, c.seq, path)
+        Some(c)
+            if !c.deleted
+                && content.same_data(c.kind, &c.content_id, &c.symlink_target)
+                && (c.mode == content.mode || base != c.version) =>
+        {
+            committed(
+                tx,
+                ctx,
+                CommitStatus::Unchanged,
+                path,
+                c.version,
+                c.seq,
+                path,
+            )
         }
         Some(c) if !c.deleted && base != c.version => {
             let Some(copy) = free_conflict_name(tx, ctx, path)? else {
-                return Ok(rejected(path, format!("{path:?}: stale base and no usable conflict-copy name")));
+                return Ok(rejected(
+                    path,
+                    format!("{path:?}: stale base and no usable conflict-copy name"),
+                ));
             };
             let (v, seq) = append(tx, ctx, &copy, None, Some(content))?;
             committed(tx, ctx, CommitStatus::Conflict, &copy, v, seq, path)
@@ -224,7 +324,8 @@ fn apply_put(tx: &Transaction<'_>, ctx: &Ctx, path: &str, base: u64, content: &C
 
 /// The first conflict-copy name (attempt 1, 2, ...) that no file of the namespace holds yet.
 fn free_conflict_name(tx: &Transaction<'_>, ctx: &Ctx, path: &str) -> Result<Option<String>> {
-    let mut taken = tx.prepare_cached("SELECT 1 FROM files WHERE namespace_id = ?1 AND path = ?2")?;
+    let mut taken =
+        tx.prepare_cached("SELECT 1 FROM files WHERE namespace_id = ?1 AND path = ?2")?;
     for attempt in 1..1000 {
         let name = conflict_copy_name(path, &ctx.device, ctx.now_ms / 1000, attempt);
         if validate_path(&name).is_err() {
@@ -240,12 +341,28 @@ fn free_conflict_name(tx: &Transaction<'_>, ctx: &Ctx, path: &str) -> Result<Opt
 fn apply_delete(tx: &Transaction<'_>, ctx: &Ctx, path: &str, base: u64) -> Result<CommitResult> {
     match current(tx, ctx.namespace_id, path)? {
         None => Ok(result(CommitStatus::Unchanged, path)),
-        Some(c) if c.deleted => committed(tx, ctx, CommitStatus::Unchanged, path, c.version, c.seq, path),
+        Some(c) if c.deleted => committed(
+            tx,
+            ctx,
+            CommitStatus::Unchanged,
+            path,
+            c.version,
+            c.seq,
+            path,
+        ),
         Some(c) if c.version == base => {
             let (v, seq) = append(tx, ctx, path, Some(&c), None)?;
             committed(tx, ctx, CommitStatus::Committed, path, v, seq, path)
         }
-        Some(c) => committed(tx, ctx, CommitStatus::DeleteSkipped, path, c.version, c.seq, path),
+        Some(c) => committed(
+            tx,
+            ctx,
+            CommitStatus::DeleteSkipped,
+            path,
+            c.version,
+            c.seq,
+            path,
+        ),
     }
 }
 
@@ -262,10 +379,16 @@ fn apply_move(tx: &Transaction<'_>, ctx: &Ctx, item: &CommitItem) -> Result<Comm
         return Ok(rejected(path, format!("move source: {e}")));
     }
     if from == path {
-        return Ok(rejected(path, format!("{path:?} cannot be moved onto itself")));
+        return Ok(rejected(
+            path,
+            format!("{path:?} cannot be moved onto itself"),
+        ));
     }
-    let (src_base, dest_base) =
-        if item.move_from_version != 0 { (item.move_from_version, item.base_version) } else { (item.base_version, 0) };
+    let (src_base, dest_base) = if item.move_from_version != 0 {
+        (item.move_from_version, item.base_version)
+    } else {
+        (item.base_version, 0)
+    };
     let src = current(tx, ctx.namespace_id, from)?;
     if let Some(s) = src.as_ref().filter(|s| !s.deleted && s.version == src_base) {
         let kind = EntryKind::try_from(s.kind).unwrap_or(EntryKind::File);
@@ -291,7 +414,12 @@ fn apply_move(tx: &Transaction<'_>, ctx: &Ctx, item: &CommitItem) -> Result<Comm
     }
     let content = match validate::content(path, item.meta.as_ref()) {
         Ok(c) => c,
-        Err(m) => return Ok(rejected(path, format!("move source {from:?} is not at version {src_base}, and {m}"))),
+        Err(m) => {
+            return Ok(rejected(
+                path,
+                format!("move source {from:?} is not at version {src_base}, and {m}"),
+            ));
+        }
     };
     if let Err(m) = check_chunks(tx, ctx.namespace_id, &content)? {
         return Ok(rejected(path, m));

@@ -9,7 +9,9 @@ use rusqlite_migration::{M, Migrations};
 use crate::error::{Error, Result};
 
 static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
-    Migrations::new(vec![M::up(include_str!("../../migrations/server/0001_init.sql"))])
+    Migrations::new(vec![M::up(include_str!(
+        "../../migrations/server/0001_init.sql"
+    ))])
 });
 
 /// Opens (creating if needed) the database at `path` and applies pending migrations.
@@ -35,9 +37,8 @@ pub fn open(path: &Path) -> Result<Connection> {
 }
 
 fn open_no_migrate(path: &Path) -> Result<Connection> {
-    let conn = Connection::open(path).map_err(|e| {
-        Error::Config(format!("cannot open database --db {}: {e}", path.display()))
-    })?;
+    let conn = Connection::open(path)
+        .map_err(|e| Error::Config(format!("cannot open database --db {}: {e}", path.display())))?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
@@ -63,7 +64,11 @@ impl Db {
     pub fn open(path: &Path) -> Result<Self> {
         let writer = open(path)?;
         Ok(Self {
-            inner: Arc::new(Inner { path: path.to_owned(), writer: Mutex::new(writer), readers: Mutex::new(Vec::new()) }),
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                writer: Mutex::new(writer),
+                readers: Mutex::new(Vec::new()),
+            }),
         })
     }
 
@@ -91,7 +96,11 @@ impl Db {
     {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            let pooled = inner.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let pooled = inner
+                .readers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop();
             let mut conn = match pooled {
                 Some(c) => c,
                 None => open_no_migrate(&inner.path)?,
@@ -118,8 +127,15 @@ pub fn now_ms() -> i64 {
 /// A server-wide secret, generated once and kept in the database.
 pub fn secret(conn: &Connection, name: &str) -> Result<Vec<u8>> {
     let fresh: [u8; 32] = rand::random();
-    conn.execute("INSERT OR IGNORE INTO server_secrets (name, value) VALUES (?1, ?2)", (name, &fresh[..]))?;
-    Ok(conn.query_row("SELECT value FROM server_secrets WHERE name = ?1", [name], |r| r.get(0))?)
+    conn.execute(
+        "INSERT OR IGNORE INTO server_secrets (name, value) VALUES (?1, ?2)",
+        (name, &fresh[..]),
+    )?;
+    Ok(conn.query_row(
+        "SELECT value FROM server_secrets WHERE name = ?1",
+        [name],
+        |r| r.get(0),
+    )?)
 }
 
 #[cfg(test)]

@@ -65,9 +65,15 @@ impl From<Error> for tonic::Status {
             Error::AlreadyExists(m) => Status::already_exists(m),
             Error::FailedPrecondition(m) => Status::failed_precondition(m),
             e @ Error::Storage(_) => Status::unavailable(e.to_string()),
-            e @ (Error::Config(_) | Error::Db(_) | Error::Migration(_) | Error::Io(_) | Error::Internal(_)) => {
+            e @ (Error::Config(_)
+            | Error::Db(_)
+            | Error::Migration(_)
+            | Error::Io(_)
+            | Error::Internal(_)) => {
                 tracing::error!(error = %e, "internal error");
-                Status::internal(format!("{e} (a server-side fault; retrying will not help until it is fixed)"))
+                Status::internal(format!(
+                    "{e} (a server-side fault; retrying will not help until it is fixed)"
+                ))
             }
         }
     }

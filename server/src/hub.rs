@@ -17,7 +17,9 @@ impl Hub {
     /// no commit slips between the read and the wait.
     pub fn subscribe(&self, namespace_id: i64) -> watch::Receiver<u64> {
         let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(namespace_id).or_insert_with(|| watch::channel(0).0).subscribe()
+        map.entry(namespace_id)
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
     }
 
     /// Called after a commit transaction that appended log entries up to `seq`.

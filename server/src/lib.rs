@@ -53,15 +53,24 @@ pub async fn serve(
     let db_path = config.db_path.clone();
     let db = tokio::task::spawn_blocking(move || db::Db::open(&db_path)).await??;
     let addr = listener.local_addr()?;
-    let base_url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let base_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
 
     let (store, blob_routes): (DynStore, Option<axum::Router>) = match spec {
         StoreSpec::Local(dir) => {
-            let secret = db.write(|conn| db::secret(conn, "local_store_hmac")).await?;
+            let secret = db
+                .write(|conn| db::secret(conn, "local_store_hmac"))
+                .await?;
             let local = Arc::new(LocalStore::new(dir, &base_url, secret)?);
             (local.clone(), Some(store::local::router(local)))
         }
-        StoreSpec::S3 { bucket, endpoint, region } => {
+        StoreSpec::S3 {
+            bucket,
+            endpoint,
+            region,
+        } => {
             let s3 = S3Store::new(bucket, endpoint, region)?;
             s3.check().await?;
             (Arc::new(s3), None)
@@ -69,7 +78,12 @@ pub async fn serve(
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let shared = Arc::new(service::Shared { db, store, hub: hub::Hub::default(), shutdown: stop_rx.clone() });
+    let shared = Arc::new(service::Shared {
+        db,
+        store,
+        hub: hub::Hub::default(),
+        shutdown: stop_rx.clone(),
+    });
     let grpc = CairnServer::new(service::Service::new(shared))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);

@@ -84,19 +84,40 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { listen, db, store, public_url } => {
+        Command::Serve {
+            listen,
+            db,
+            store,
+            public_url,
+        } => {
             // Settings are checked before the address is printed, so a bad one fails first.
             cairn_server::store::StoreSpec::parse(&store)?;
             cairn_server::admin::init_db(&db)?;
             let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(serve(listen, cairn_server::ServeConfig { db_path: db, store, public_url }))
+            rt.block_on(serve(
+                listen,
+                cairn_server::ServeConfig {
+                    db_path: db,
+                    store,
+                    public_url,
+                },
+            ))
         }
-        Command::Namespace { command: NamespaceCommand::Create { name, db } } => {
+        Command::Namespace {
+            command: NamespaceCommand::Create { name, db },
+        } => {
             cairn_server::admin::create_namespace(&db, &name)?;
             eprintln!("created namespace {name:?}");
             Ok(())
         }
-        Command::Token { command: TokenCommand::Create { namespace, device, db } } => {
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    namespace,
+                    device,
+                    db,
+                },
+        } => {
             let token = cairn_server::admin::create_token(&db, &namespace, &device)?;
             println!("{token}");
             Ok(())

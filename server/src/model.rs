@@ -20,7 +20,10 @@ pub fn encode_manifest(chunks: &[(ChunkId, u32)]) -> Vec<u8> {
 
 pub fn decode_manifest(blob: &[u8]) -> Result<Vec<(ChunkId, u32)>> {
     if !blob.len().is_multiple_of(MANIFEST_ITEM) {
-        return Err(Error::Internal(format!("stored manifest of {} bytes is corrupt", blob.len())));
+        return Err(Error::Internal(format!(
+            "stored manifest of {} bytes is corrupt",
+            blob.len()
+        )));
     }
     Ok(blob
         .chunks_exact(MANIFEST_ITEM)
@@ -42,9 +45,14 @@ pub fn entry_from_row(row: &Row<'_>, with_manifest: bool) -> rusqlite::Result<En
     let manifest = if with_manifest {
         let blob: Vec<u8> = row.get(6)?;
         decode_manifest(&blob)
-            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Blob, e.into()))?
+            .map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Blob, e.into())
+            })?
             .into_iter()
-            .map(|(id, length)| ChunkRef { id: id.to_vec(), length })
+            .map(|(id, length)| ChunkRef {
+                id: id.to_vec(),
+                length,
+            })
             .collect()
     } else {
         Vec::new()

@@ -3,7 +3,10 @@
 use std::collections::HashMap;
 
 use cairn_proto::ChunkId;
-use cairn_proto::pb::{ChunkLocation, Entry, FileManifest, GetManifestsResponse, NamespaceInfo, PathVersion, StoredObject};
+use cairn_proto::pb::{
+    ChunkLocation, Entry, FileManifest, GetManifestsResponse, NamespaceInfo, PathVersion,
+    StoredObject,
+};
 use rusqlite::{Connection, OptionalExtension};
 
 use crate::auth::Caller;
@@ -21,11 +24,19 @@ pub const DEFAULT_LIMIT: u32 = 1000;
 pub const MAX_LIMIT: u32 = 5000;
 
 pub fn page_limit(requested: u32) -> u32 {
-    if requested == 0 { DEFAULT_LIMIT } else { requested.min(MAX_LIMIT) }
+    if requested == 0 {
+        DEFAULT_LIMIT
+    } else {
+        requested.min(MAX_LIMIT)
+    }
 }
 
 pub fn head_seq(conn: &Connection, ns: i64) -> Result<u64> {
-    let s: Option<i64> = conn.query_row("SELECT MAX(seq) FROM sync_log WHERE namespace_id = ?1", [ns], |r| r.get(0))?;
+    let s: Option<i64> = conn.query_row(
+        "SELECT MAX(seq) FROM sync_log WHERE namespace_id = ?1",
+        [ns],
+        |r| r.get(0),
+    )?;
     Ok(s.unwrap_or(0) as u64)
 }
 
@@ -53,14 +64,20 @@ pub async fn namespace_info(db: &Db, caller: Caller) -> Result<NamespaceInfo> {
 /// The ids this namespace does not hold, in request order (duplicates reported once).
 pub async fn find_missing(db: &Db, ns: i64, ids: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>> {
     if ids.len() > 100_000 {
-        return Err(Error::InvalidArgument("at most 100000 chunk ids per request".into()));
+        return Err(Error::InvalidArgument(
+            "at most 100000 chunk ids per request".into(),
+        ));
     }
     let ids = ids
         .iter()
-        .map(|b| ChunkId::from_slice(b).map_err(|e| Error::InvalidArgument(format!("chunk id: {e}"))))
+        .map(|b| {
+            ChunkId::from_slice(b).map_err(|e| Error::InvalidArgument(format!("chunk id: {e}")))
+        })
         .collect::<Result<Vec<_>>>()?;
     db.read(move |conn| {
-        let mut stmt = conn.prepare_cached("SELECT 1 FROM namespace_chunks WHERE namespace_id = ?1 AND chunk_id = ?2")?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT 1 FROM namespace_chunks WHERE namespace_id = ?1 AND chunk_id = ?2",
+        )?;
         let mut seen = std::collections::HashSet::new();
         let mut missing = Vec::new();
         for id in ids {
@@ -74,7 +91,13 @@ pub async fn find_missing(db: &Db, ns: i64, ids: Vec<Vec<u8>>) -> Result<Vec<Vec
 }
 
 /// One page of the tree in path byte order, and the head seq read in the same snapshot.
-pub async fn list_tree(db: &Db, ns: i64, after: String, limit: u32, include_deleted: bool) -> Result<(Vec<Entry>, String, u64)> {
+pub async fn list_tree(
+    db: &Db,
+    ns: i64,
+    after: String,
+    limit: u32,
+    include_deleted: bool,
+) -> Result<(Vec<Entry>, String, u64)> {
     let limit = page_limit(limit);
     db.read(move |conn| {
         let tx = conn.transaction()?;
@@ -94,7 +117,12 @@ pub async fn list_tree(db: &Db, ns: i64, after: String, limit: u32, include_dele
 }
 
 /// Log entries after `cursor`, oldest first; `more` when another page is waiting.
-pub fn changes(conn: &mut Connection, ns: i64, cursor: u64, limit: u32) -> Result<(Vec<Entry>, bool)> {
+pub fn changes(
+    conn: &mut Connection,
+    ns: i64,
+    cursor: u64,
+    limit: u32,
+) -> Result<(Vec<Entry>, bool)> {
     let limit = page_limit(limit);
     let sql = format!(
         "SELECT {ENTRY_COLUMNS} FROM sync_log l JOIN files f ON f.id = l.file_id
@@ -121,7 +149,9 @@ pub async fn list_versions(db: &Db, ns: i64, path: String) -> Result<Vec<Entry>>
             .query_map((ns, &path), |r| entry_from_row(r, true))?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         if versions.is_empty() {
-            return Err(Error::NotFound(format!("path {path:?} has no versions in this namespace")));
+            return Err(Error::NotFound(format!(
+                "path {path:?} has no versions in this namespace"
+            )));
         }
         Ok(versions)
     })
@@ -129,16 +159,29 @@ pub async fn list_versions(db: &Db, ns: i64, path: String) -> Result<Vec<Entry>>
 }
 
 /// Manifests with chunk locations; each stored object once, with a presigned GET URL.
-pub async fn manifests(db: &Db, store: &dyn BlobStore, ns: i64, files: Vec<PathVersion>) -> Result<GetManifestsResponse> {
+pub async fn manifests(
+    db: &Db,
+    store: &dyn BlobStore,
+    ns: i64,
+    files: Vec<PathVersion>,
+) -> Result<GetManifestsResponse> {
     if files.len() > 10_000 {
-        return Err(Error::InvalidArgument("at most 10000 files per request".into()));
+        return Err(Error::InvalidArgument(
+            "at most 10000 files per request".into(),
+        ));
     }
     let (files, objects) = db.read(move |conn| locate(conn, ns, &files)).await?;
     let mut stored = Vec::with_capacity(objects.len());
     for (key, size) in objects {
-        stored.push(StoredObject { url: store.presign_get(&key, URL_TTL).await?, size });
+        stored.push(StoredObject {
+            url: store.presign_get(&key, URL_TTL).await?,
+            size,
+        });
     }
-    Ok(GetManifestsResponse { files, objects: stored })
+    Ok(GetManifestsResponse {
+        files,
+        objects: stored,
+    })
 }
 
 type Located = (Vec<FileManifest>, Vec<(String, u64)>);
@@ -159,25 +202,51 @@ fn locate(conn: &mut Connection, ns: i64, files: &[PathVersion]) -> Result<Locat
     let mut out = Vec::with_capacity(files.len());
     for pv in files {
         let entry = by_path
-            .query_row((ns, &pv.path, pv.version as i64), |r| entry_from_row(r, true))
+            .query_row((ns, &pv.path, pv.version as i64), |r| {
+                entry_from_row(r, true)
+            })
             .optional()?
             .ok_or_else(|| match pv.version {
-                0 => Error::NotFound(format!("path {:?} does not exist in this namespace", pv.path)),
+                0 => Error::NotFound(format!(
+                    "path {:?} does not exist in this namespace",
+                    pv.path
+                )),
                 v => Error::NotFound(format!("path {:?} has no version {v}", pv.path)),
             })?;
         let mut chunks = Vec::new();
-        for c in entry.meta.as_ref().map(|m| m.manifest.as_slice()).unwrap_or_default() {
+        for c in entry
+            .meta
+            .as_ref()
+            .map(|m| m.manifest.as_slice())
+            .unwrap_or_default()
+        {
             let (object_id, offset, key, size): (i64, i64, String, i64) = chunk
-                .query_row([&c.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .query_row([&c.id], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
                 .optional()?
-                .ok_or_else(|| Error::Internal(format!("chunk {} of {:?} has no stored location", hex::encode(&c.id), pv.path)))?;
+                .ok_or_else(|| {
+                    Error::Internal(format!(
+                        "chunk {} of {:?} has no stored location",
+                        hex::encode(&c.id),
+                        pv.path
+                    ))
+                })?;
             let object = *index.entry(object_id).or_insert_with(|| {
                 objects.push((key, size as u64));
                 (objects.len() - 1) as u32
             });
-            chunks.push(ChunkLocation { id: c.id.clone(), length: c.length, object, offset: offset as u64 });
+            chunks.push(ChunkLocation {
+                id: c.id.clone(),
+                length: c.length,
+                object,
+                offset: offset as u64,
+            });
         }
-        out.push(FileManifest { entry: Some(entry), chunks });
+        out.push(FileManifest {
+            entry: Some(entry),
+            chunks,
+        });
     }
     Ok((out, objects))
 }

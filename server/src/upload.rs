@@ -25,13 +25,16 @@ const CONCURRENCY: usize = 8;
 
 fn parse_object(i: usize, o: &UploadObject) -> Result<(Vec<(ChunkId, u32)>, u64)> {
     if o.chunks.is_empty() {
-        return Err(Error::InvalidArgument(format!("upload object #{i} has no chunks")));
+        return Err(Error::InvalidArgument(format!(
+            "upload object #{i} has no chunks"
+        )));
     }
     let mut total = 0u64;
     let mut chunks = Vec::with_capacity(o.chunks.len());
     for c in &o.chunks {
-        let id = ChunkId::from_slice(&c.id)
-            .map_err(|e| Error::InvalidArgument(format!("upload object #{i}: bad chunk id: {e}")))?;
+        let id = ChunkId::from_slice(&c.id).map_err(|e| {
+            Error::InvalidArgument(format!("upload object #{i}: bad chunk id: {e}"))
+        })?;
         if c.length == 0 || c.length > MAX_CHUNK {
             return Err(Error::InvalidArgument(format!(
                 "upload object #{i}: chunk {id} is {} bytes; chunks are 1 to {MAX_CHUNK} bytes",
@@ -50,18 +53,33 @@ fn parse_object(i: usize, o: &UploadObject) -> Result<(Vec<(ChunkId, u32)>, u64)
 }
 
 /// Records one upload per object and returns presigned PUT URLs of exactly each object's length.
-pub async fn prepare(db: &Db, store: &dyn BlobStore, ns: i64, objects: &[UploadObject]) -> Result<Vec<UploadTarget>> {
+pub async fn prepare(
+    db: &Db,
+    store: &dyn BlobStore,
+    ns: i64,
+    objects: &[UploadObject],
+) -> Result<Vec<UploadTarget>> {
     if objects.len() > MAX_OBJECTS {
-        return Err(Error::InvalidArgument(format!("at most {MAX_OBJECTS} objects per request")));
+        return Err(Error::InvalidArgument(format!(
+            "at most {MAX_OBJECTS} objects per request"
+        )));
     }
-    let parsed = objects.iter().enumerate().map(|(i, o)| parse_object(i, o)).collect::<Result<Vec<_>>>()?;
+    let parsed = objects
+        .iter()
+        .enumerate()
+        .map(|(i, o)| parse_object(i, o))
+        .collect::<Result<Vec<_>>>()?;
     let mut rows = Vec::with_capacity(parsed.len());
     let mut targets = Vec::with_capacity(parsed.len());
     for (chunks, length) in parsed {
         let upload_id = hex::encode(rand::random::<[u8; 16]>());
         let key = store::staging_key();
         let url = store.presign_put(&key, length, URL_TTL).await?;
-        targets.push(UploadTarget { upload_id: upload_id.clone(), url, length });
+        targets.push(UploadTarget {
+            upload_id: upload_id.clone(),
+            url,
+            length,
+        });
         rows.push((upload_id, key, length, chunks));
     }
     db.write(move |conn| {
@@ -87,12 +105,22 @@ pub async fn prepare(db: &Db, store: &dyn BlobStore, ns: i64, objects: &[UploadO
 }
 
 /// Verifies each upload (several at once); results in request order.
-pub async fn confirm(db: &Db, store: &dyn BlobStore, ns: i64, ids: Vec<String>) -> Result<Vec<UploadOutcome>> {
+pub async fn confirm(
+    db: &Db,
+    store: &dyn BlobStore,
+    ns: i64,
+    ids: Vec<String>,
+) -> Result<Vec<UploadOutcome>> {
     if ids.len() > MAX_OBJECTS {
-        return Err(Error::InvalidArgument(format!("at most {MAX_OBJECTS} uploads per request")));
+        return Err(Error::InvalidArgument(format!(
+            "at most {MAX_OBJECTS} uploads per request"
+        )));
     }
-    let results: Vec<Result<UploadOutcome>> =
-        futures::stream::iter(ids).map(|id| confirm_one(db, store, ns, id)).buffered(CONCURRENCY).collect().await;
+    let results: Vec<Result<UploadOutcome>> = futures::stream::iter(ids)
+        .map(|id| confirm_one(db, store, ns, id))
+        .buffered(CONCURRENCY)
+        .collect()
+        .await;
     results.into_iter().collect()
 }
 
@@ -104,28 +132,66 @@ struct Pending {
 }
 
 fn outcome(upload_id: &str, error: Option<String>) -> UploadOutcome {
-    UploadOutcome { upload_id: upload_id.to_owned(), ok: error.is_none(), error: error.unwrap_or_default() }
+    UploadOutcome {
+        upload_id: upload_id.to_owned(),
+        ok: error.is_none(),
+        error: error.unwrap_or_default(),
+    }
 }
 
 /// One upload: `Ok(outcome)` for verdicts (good or bad bytes); `Err` only for storage or database
 /// trouble, where the client should retry the whole request.
-async fn confirm_one(db: &Db, store: &dyn BlobStore, ns: i64, upload_id: String) -> Result<UploadOutcome> {
+async fn confirm_one(
+    db: &Db,
+    store: &dyn BlobStore,
+    ns: i64,
+    upload_id: String,
+) -> Result<UploadOutcome> {
     let id = upload_id.clone();
     let pending = db.read(move |conn| load(conn, ns, &id)).await?;
     let Some(p) = pending else {
-        return Ok(outcome(&upload_id, Some(format!("unknown upload id {upload_id:?} (not prepared for this namespace)"))));
+        return Ok(outcome(
+            &upload_id,
+            Some(format!(
+                "unknown upload id {upload_id:?} (not prepared for this namespace)"
+            )),
+        ));
     };
     match p.state.as_str() {
         "done" => return Ok(outcome(&upload_id, None)),
         "failed" => {
-            return Ok(outcome(&upload_id, Some(format!("upload {upload_id} failed verification before; prepare a new one"))));
+            return Ok(outcome(
+                &upload_id,
+                Some(format!(
+                    "upload {upload_id} failed verification before; prepare a new one"
+                )),
+            ));
         }
         _ => {}
     }
-    let not_there = || outcome(&upload_id, Some(format!("nothing was uploaded for upload {upload_id}: PUT the bytes to its URL first")));
-    let Some(size) = store.head(&p.staging_key).await? else { return Ok(not_there()) };
+    let not_there = || {
+        outcome(
+            &upload_id,
+            Some(format!(
+                "nothing was uploaded for upload {upload_id}: PUT the bytes to its URL first"
+            )),
+        )
+    };
+    let Some(size) = store.head(&p.staging_key).await? else {
+        return Ok(not_there());
+    };
     if size != p.length {
-        return fail(db, store, &upload_id, &p, format!("upload {upload_id} holds {size} bytes, expected {}", p.length)).await;
+        return fail(
+            db,
+            store,
+            &upload_id,
+            &p,
+            format!(
+                "upload {upload_id} holds {size} bytes, expected {}",
+                p.length
+            ),
+        )
+        .await;
     }
     let bytes = match store.get(&p.staging_key).await {
         Ok(b) => b,
@@ -133,14 +199,27 @@ async fn confirm_one(db: &Db, store: &dyn BlobStore, ns: i64, upload_id: String)
         Err(e) => return Err(e),
     };
     if bytes.len() as u64 != p.length {
-        let msg = format!("upload {upload_id} holds {} bytes, expected {}", bytes.len(), p.length);
+        let msg = format!(
+            "upload {upload_id} holds {} bytes, expected {}",
+            bytes.len(),
+            p.length
+        );
         return fail(db, store, &upload_id, &p, msg).await;
     }
     let (b, chunks) = (bytes.clone(), p.chunks.clone());
     let verdict = tokio::task::spawn_blocking(move || verify(&b, &chunks)).await?;
     let hash = match verdict {
         Ok(h) => h,
-        Err(m) => return fail(db, store, &upload_id, &p, format!("upload {upload_id}: {m}")).await,
+        Err(m) => {
+            return fail(
+                db,
+                store,
+                &upload_id,
+                &p,
+                format!("upload {upload_id}: {m}"),
+            )
+            .await;
+        }
     };
     promote(db, store, ns, &upload_id, &p, bytes, hash).await?;
     if let Err(e) = store.delete(&p.staging_key).await {
@@ -157,17 +236,27 @@ fn load(conn: &mut rusqlite::Connection, ns: i64, id: &str) -> Result<Option<Pen
             |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)),
         )
         .optional()?;
-    let Some((staging_key, length, state)) = row else { return Ok(None) };
-    let mut stmt = conn.prepare_cached("SELECT chunk_id, length FROM upload_chunks WHERE upload_id = ?1 ORDER BY idx")?;
+    let Some((staging_key, length, state)) = row else {
+        return Ok(None);
+    };
+    let mut stmt = conn.prepare_cached(
+        "SELECT chunk_id, length FROM upload_chunks WHERE upload_id = ?1 ORDER BY idx",
+    )?;
     let chunks = stmt
         .query_map([id], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, u32>(1)?)))?
         .map(|r| {
             let (cid, len) = r?;
-            let cid = ChunkId::from_slice(&cid).map_err(|e| Error::Internal(format!("stored chunk id: {e}")))?;
+            let cid = ChunkId::from_slice(&cid)
+                .map_err(|e| Error::Internal(format!("stored chunk id: {e}")))?;
             Ok((cid, len))
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(Some(Pending { staging_key, length: length as u64, state, chunks }))
+    Ok(Some(Pending {
+        staging_key,
+        length: length as u64,
+        state,
+        chunks,
+    }))
 }
 
 /// Hashes each chunk's slice; the error names the first chunk whose bytes are wrong.
@@ -175,7 +264,9 @@ fn verify(bytes: &[u8], chunks: &[(ChunkId, u32)]) -> Result<blake3::Hash, Strin
     let mut offset = 0usize;
     for (i, (id, len)) in chunks.iter().enumerate() {
         let end = offset + *len as usize;
-        let slice = bytes.get(offset..end).ok_or_else(|| format!("chunk {id} (#{i}) runs past the end"))?;
+        let slice = bytes
+            .get(offset..end)
+            .ok_or_else(|| format!("chunk {id} (#{i}) runs past the end"))?;
         let actual = ChunkId::of(slice);
         if actual != *id {
             return Err(format!(
@@ -189,16 +280,36 @@ fn verify(bytes: &[u8], chunks: &[(ChunkId, u32)]) -> Result<blake3::Hash, Strin
 }
 
 /// Bad bytes: delete them, mark the upload failed, say why.
-async fn fail(db: &Db, store: &dyn BlobStore, upload_id: &str, p: &Pending, msg: String) -> Result<UploadOutcome> {
+async fn fail(
+    db: &Db,
+    store: &dyn BlobStore,
+    upload_id: &str,
+    p: &Pending,
+    msg: String,
+) -> Result<UploadOutcome> {
     store.delete(&p.staging_key).await?;
     let id = upload_id.to_owned();
-    db.write(move |conn| Ok(conn.execute("UPDATE uploads SET state = 'failed' WHERE upload_id = ?1", [&id])?)).await?;
+    db.write(move |conn| {
+        Ok(conn.execute(
+            "UPDATE uploads SET state = 'failed' WHERE upload_id = ?1",
+            [&id],
+        )?)
+    })
+    .await?;
     Ok(outcome(upload_id, Some(msg)))
 }
 
 /// Stores the verified object under its content key (unless every chunk is already stored, or
 /// that object already exists) and records chunks and namespace membership in one transaction.
-async fn promote(db: &Db, store: &dyn BlobStore, ns: i64, upload_id: &str, p: &Pending, bytes: Bytes, hash: blake3::Hash) -> Result<()> {
+async fn promote(
+    db: &Db,
+    store: &dyn BlobStore,
+    ns: i64,
+    upload_id: &str,
+    p: &Pending,
+    bytes: Bytes,
+    hash: blake3::Hash,
+) -> Result<()> {
     let key = store::content_key(&hash);
     let (ids, k) = (p.chunks.clone(), key.clone());
     let (all_stored, object_known) = db
@@ -208,7 +319,9 @@ async fn promote(db: &Db, store: &dyn BlobStore, ns: i64, upload_id: &str, p: &P
             for (id, _) in &ids {
                 all &= stmt.exists([&id.as_bytes()[..]])?;
             }
-            let known = conn.prepare_cached("SELECT 1 FROM objects WHERE key = ?1")?.exists([&k])?;
+            let known = conn
+                .prepare_cached("SELECT 1 FROM objects WHERE key = ?1")?
+                .exists([&k])?;
             Ok((all, known))
         })
         .await?;
@@ -251,7 +364,13 @@ mod tests {
         let good = ChunkId::of(b"abc");
         let claimed = ChunkId::of(b"xyz");
         let err = verify(b"abcdef", &[(good, 3), (claimed, 3)]).unwrap_err();
-        assert!(err.contains(&claimed.to_hex()) && err.contains("#1"), "{err}");
-        assert_eq!(verify(b"abcxyz", &[(good, 3), (claimed, 3)]).unwrap(), blake3::hash(b"abcxyz"));
+        assert!(
+            err.contains(&claimed.to_hex()) && err.contains("#1"),
+            "{err}"
+        );
+        assert_eq!(
+            verify(b"abcxyz", &[(good, 3), (claimed, 3)]).unwrap(),
+            blake3::hash(b"abcxyz")
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! Pure checks of commit items: kinds, manifests, sizes and symlink targets. No I/O.
 
-pub use cairn_proto::validate_symlink_target as symlink_target;
 use cairn_proto::pb::{EntryKind, FileMeta};
+pub use cairn_proto::validate_symlink_target as symlink_target;
 use cairn_proto::{ChunkId, content_id_of};
 
 /// A validated new content for a path (not yet checked against the namespace's chunks).
@@ -20,7 +20,9 @@ pub struct Content {
 impl Content {
     /// Same kind, bytes and link target (mode and mtime aside).
     pub fn same_data(&self, kind: i32, content_id: &[u8], symlink_target: &str) -> bool {
-        self.kind as i32 == kind && self.content_id == content_id && self.symlink_target == symlink_target
+        self.kind as i32 == kind
+            && self.content_id == content_id
+            && self.symlink_target == symlink_target
     }
 }
 
@@ -42,7 +44,8 @@ pub fn content(path: &str, meta: Option<&FileMeta>) -> Result<Content, String> {
         EntryKind::File => {
             let mut sum = 0u64;
             for c in &meta.manifest {
-                let id = ChunkId::from_slice(&c.id).map_err(|e| format!("{path:?}: bad chunk id: {e}"))?;
+                let id = ChunkId::from_slice(&c.id)
+                    .map_err(|e| format!("{path:?}: bad chunk id: {e}"))?;
                 if c.length == 0 {
                     return Err(format!("{path:?}: chunk {id} has length 0"));
                 }
@@ -50,16 +53,22 @@ pub fn content(path: &str, meta: Option<&FileMeta>) -> Result<Content, String> {
                 content.manifest.push((id, c.length));
             }
             if sum != meta.size {
-                return Err(format!("{path:?}: manifest lengths sum to {sum} but size is {}", meta.size));
+                return Err(format!(
+                    "{path:?}: manifest lengths sum to {sum} but size is {}",
+                    meta.size
+                ));
             }
             if !meta.symlink_target.is_empty() {
                 return Err(format!("{path:?}: a file has no symlink target"));
             }
-            content.content_id = content_id_of(content.manifest.iter().map(|(id, l)| (id, u64::from(*l)))).to_vec();
+            content.content_id =
+                content_id_of(content.manifest.iter().map(|(id, l)| (id, u64::from(*l)))).to_vec();
         }
         EntryKind::Dir => {
             if !meta.manifest.is_empty() || !meta.symlink_target.is_empty() {
-                return Err(format!("{path:?}: a directory has no manifest and no symlink target"));
+                return Err(format!(
+                    "{path:?}: a directory has no manifest and no symlink target"
+                ));
             }
             content.size = 0;
         }
@@ -85,7 +94,13 @@ mod tests {
             size,
             mode: 0o644,
             mtime_ns: 1,
-            manifest: lens.iter().map(|&l| ChunkRef { id: ChunkId::of(&l.to_le_bytes()).to_vec(), length: l }).collect(),
+            manifest: lens
+                .iter()
+                .map(|&l| ChunkRef {
+                    id: ChunkId::of(&l.to_le_bytes()).to_vec(),
+                    length: l,
+                })
+                .collect(),
             symlink_target: String::new(),
         }
     }
@@ -94,7 +109,10 @@ mod tests {
     fn a_file_manifest_must_sum_to_its_size() {
         assert!(content("a", Some(&file(5, &[2, 3]))).is_ok());
         let err = content("a", Some(&file(6, &[2, 3]))).unwrap_err();
-        assert!(err.contains("manifest lengths sum to 5 but size is 6"), "{err}");
+        assert!(
+            err.contains("manifest lengths sum to 5 but size is 6"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -10,18 +10,39 @@ use super::*;
 use crate::tree::{LocalEntry, RemoteEntry, Stat, SyncedEntry};
 
 fn file(n: u8) -> Content {
-    Content::File { id: ContentId([n; 32]), exec: false }
+    Content::File {
+        id: ContentId([n; 32]),
+        exec: false,
+    }
 }
 
 fn local(entries: &[(&str, Content)]) -> LocalTree {
-    entries.iter().map(|(p, c)| (p.to_string(), LocalEntry { content: c.clone(), stat: Stat::default() })).collect()
+    entries
+        .iter()
+        .map(|(p, c)| {
+            (
+                p.to_string(),
+                LocalEntry {
+                    content: c.clone(),
+                    stat: Stat::default(),
+                },
+            )
+        })
+        .collect()
 }
 
 fn remote(entries: &[(&str, u64, Option<Content>)]) -> RemoteTree {
     entries
         .iter()
         .map(|(p, v, c)| {
-            let e = RemoteEntry { version: Version(*v), deleted: c.is_none(), content: c.clone(), size: 0, mode: 0, mtime_ns: 0 };
+            let e = RemoteEntry {
+                version: Version(*v),
+                deleted: c.is_none(),
+                content: c.clone(),
+                size: 0,
+                mode: 0,
+                mtime_ns: 0,
+            };
             (p.to_string(), e)
         })
         .collect()
@@ -30,85 +51,176 @@ fn remote(entries: &[(&str, u64, Option<Content>)]) -> RemoteTree {
 fn synced(entries: &[(&str, u64, Content)]) -> SyncedTree {
     entries
         .iter()
-        .map(|(p, v, c)| (p.to_string(), SyncedEntry { version: Version(*v), content: c.clone(), stat: Stat::default() }))
+        .map(|(p, v, c)| {
+            (
+                p.to_string(),
+                SyncedEntry {
+                    version: Version(*v),
+                    content: c.clone(),
+                    stat: Stat::default(),
+                },
+            )
+        })
         .collect()
 }
 
 fn up(path: &str, base: u64, conflict: bool) -> Op {
-    Op::Upload { path: path.into(), base_version: Version(base), conflict }
+    Op::Upload {
+        path: path.into(),
+        base_version: Version(base),
+        conflict,
+    }
 }
 
 #[test]
 fn a_new_local_file_is_uploaded_on_base_zero() {
-    assert_eq!(plan(&local(&[("a", file(1))]), &remote(&[]), &synced(&[])), vec![up("a", 0, false)]);
+    assert_eq!(
+        plan(&local(&[("a", file(1))]), &remote(&[]), &synced(&[])),
+        vec![up("a", 0, false)]
+    );
 }
 
 #[test]
 fn a_new_remote_file_is_downloaded_and_a_remote_dir_is_created() {
-    let ops = plan(&local(&[]), &remote(&[("d", 1, Some(Content::Dir)), ("d/f", 2, Some(file(1)))]), &synced(&[]));
+    let ops = plan(
+        &local(&[]),
+        &remote(&[("d", 1, Some(Content::Dir)), ("d/f", 2, Some(file(1)))]),
+        &synced(&[]),
+    );
     assert_eq!(
         ops,
         vec![
-            Op::MkdirLocal { path: "d".into(), version: Version(1) },
-            Op::Download { path: "d/f".into(), version: Version(2), conflict: false },
+            Op::MkdirLocal {
+                path: "d".into(),
+                version: Version(1)
+            },
+            Op::Download {
+                path: "d/f".into(),
+                version: Version(2),
+                conflict: false
+            },
         ]
     );
 }
 
 #[test]
 fn an_unchanged_tree_plans_nothing() {
-    let ops = plan(&local(&[("a", file(1))]), &remote(&[("a", 3, Some(file(1)))]), &synced(&[("a", 3, file(1))]));
+    let ops = plan(
+        &local(&[("a", file(1))]),
+        &remote(&[("a", 3, Some(file(1)))]),
+        &synced(&[("a", 3, file(1))]),
+    );
     assert!(ops.is_empty(), "{ops:?}");
 }
 
 #[test]
 fn identical_content_on_both_sides_is_recorded_not_conflicted() {
-    let ops = plan(&local(&[("a", file(2))]), &remote(&[("a", 4, Some(file(2)))]), &synced(&[("a", 3, file(1))]));
-    assert_eq!(ops, vec![Op::RecordSynced { path: "a".into(), version: Version(4) }]);
+    let ops = plan(
+        &local(&[("a", file(2))]),
+        &remote(&[("a", 4, Some(file(2)))]),
+        &synced(&[("a", 3, file(1))]),
+    );
+    assert_eq!(
+        ops,
+        vec![Op::RecordSynced {
+            path: "a".into(),
+            version: Version(4)
+        }]
+    );
 }
 
 #[test]
 fn both_sides_changed_uploads_on_the_stale_base() {
-    let ops = plan(&local(&[("a", file(2))]), &remote(&[("a", 4, Some(file(3)))]), &synced(&[("a", 3, file(1))]));
+    let ops = plan(
+        &local(&[("a", file(2))]),
+        &remote(&[("a", 4, Some(file(3)))]),
+        &synced(&[("a", 3, file(1))]),
+    );
     assert_eq!(ops, vec![up("a", 3, true)]);
 }
 
 #[test]
 fn a_local_edit_beats_a_remote_delete_and_a_remote_edit_beats_a_local_delete() {
-    let ops = plan(&local(&[("a", file(2))]), &remote(&[("a", 4, None)]), &synced(&[("a", 3, file(1))]));
+    let ops = plan(
+        &local(&[("a", file(2))]),
+        &remote(&[("a", 4, None)]),
+        &synced(&[("a", 3, file(1))]),
+    );
     assert_eq!(ops, vec![up("a", 4, false)]);
-    let ops = plan(&local(&[]), &remote(&[("a", 4, Some(file(3)))]), &synced(&[("a", 3, file(1))]));
-    assert_eq!(ops, vec![Op::Download { path: "a".into(), version: Version(4), conflict: false }]);
+    let ops = plan(
+        &local(&[]),
+        &remote(&[("a", 4, Some(file(3)))]),
+        &synced(&[("a", 3, file(1))]),
+    );
+    assert_eq!(
+        ops,
+        vec![Op::Download {
+            path: "a".into(),
+            version: Version(4),
+            conflict: false
+        }]
+    );
 }
 
 #[test]
 fn deletes_propagate_each_way_and_children_go_before_parents() {
-    let s = synced(&[("d", 1, Content::Dir), ("d/f", 2, file(1)), ("g", 3, file(1))]);
-    let r = remote(&[("d", 1, Some(Content::Dir)), ("d/f", 2, Some(file(1))), ("g", 3, Some(file(1)))]);
+    let s = synced(&[
+        ("d", 1, Content::Dir),
+        ("d/f", 2, file(1)),
+        ("g", 3, file(1)),
+    ]);
+    let r = remote(&[
+        ("d", 1, Some(Content::Dir)),
+        ("d/f", 2, Some(file(1))),
+        ("g", 3, Some(file(1))),
+    ]);
     let ops = plan(&local(&[("g", file(1))]), &r, &s);
     assert_eq!(
         ops,
         vec![
-            Op::DeleteRemote { path: "d/f".into(), base_version: Version(2) },
-            Op::DeleteRemote { path: "d".into(), base_version: Version(1) },
+            Op::DeleteRemote {
+                path: "d/f".into(),
+                base_version: Version(2)
+            },
+            Op::DeleteRemote {
+                path: "d".into(),
+                base_version: Version(1)
+            },
         ]
     );
     let r = remote(&[("d", 5, None), ("d/f", 6, None), ("g", 3, Some(file(1)))]);
     let l = local(&[("d", Content::Dir), ("d/f", file(1)), ("g", file(1))]);
     let ops = plan(&l, &r, &s);
-    assert_eq!(ops, vec![Op::DeleteLocal { path: "d/f".into() }, Op::DeleteLocal { path: "d".into() }]);
+    assert_eq!(
+        ops,
+        vec![
+            Op::DeleteLocal { path: "d/f".into() },
+            Op::DeleteLocal { path: "d".into() }
+        ]
+    );
 }
 
 #[test]
 fn a_path_deleted_on_both_sides_is_forgotten() {
-    let ops = plan(&local(&[]), &remote(&[("a", 4, None)]), &synced(&[("a", 3, file(1))]));
+    let ops = plan(
+        &local(&[]),
+        &remote(&[("a", 4, None)]),
+        &synced(&[("a", 3, file(1))]),
+    );
     assert_eq!(ops, vec![Op::ForgetSynced { path: "a".into() }]);
 }
 
 #[test]
 fn a_mode_change_is_a_change() {
-    let exec = Content::File { id: ContentId([1; 32]), exec: true };
-    let ops = plan(&local(&[("a", exec)]), &remote(&[("a", 3, Some(file(1)))]), &synced(&[("a", 3, file(1))]));
+    let exec = Content::File {
+        id: ContentId([1; 32]),
+        exec: true,
+    };
+    let ops = plan(
+        &local(&[("a", exec)]),
+        &remote(&[("a", 3, Some(file(1)))]),
+        &synced(&[("a", 3, file(1))]),
+    );
     assert_eq!(ops, vec![up("a", 3, false)]);
 }
 
@@ -125,14 +237,24 @@ impl Server {
         self.tree
             .iter()
             .map(|(p, (v, c))| {
-                let e = RemoteEntry { version: Version(*v), deleted: c.is_none(), content: c.clone(), size: 0, mode: 0, mtime_ns: 0 };
+                let e = RemoteEntry {
+                    version: Version(*v),
+                    deleted: c.is_none(),
+                    content: c.clone(),
+                    size: 0,
+                    mode: 0,
+                    mtime_ns: 0,
+                };
                 (p.clone(), e)
             })
             .collect()
     }
 
     fn live(&self) -> BTreeMap<String, Content> {
-        self.tree.iter().filter_map(|(p, (_, c))| c.clone().map(|c| (p.clone(), c))).collect()
+        self.tree
+            .iter()
+            .filter_map(|(p, (_, c))| c.clone().map(|c| (p.clone(), c)))
+            .collect()
     }
 
     fn put(&mut self, path: &str, c: Option<Content>) -> u64 {
@@ -150,7 +272,14 @@ struct Device {
 
 impl Device {
     fn record(&mut self, path: &str, v: u64, c: Content) {
-        self.synced.insert(path.to_owned(), SyncedEntry { version: Version(v), content: c, stat: Stat::default() });
+        self.synced.insert(
+            path.to_owned(),
+            SyncedEntry {
+                version: Version(v),
+                content: c,
+                stat: Stat::default(),
+            },
+        );
     }
 
     /// Applies one plan the way push + pull would, against the model server. Returns the op count.
@@ -165,7 +294,9 @@ impl Device {
     fn apply(&mut self, op: &Op, server: &mut Server) {
         let cur = |s: &Server, p: &str| s.tree.get(p).map_or(0, |e| e.0);
         match op {
-            Op::Upload { path, base_version, .. } => {
+            Op::Upload {
+                path, base_version, ..
+            } => {
                 let c = self.local[path].content.clone();
                 if server.tree.get(path).and_then(|e| e.1.as_ref()) == Some(&c) {
                     let v = cur(server, path);
@@ -177,7 +308,10 @@ impl Device {
                     server.copies += 1;
                     let copy = format!("{path} (conflicted copy {})", server.copies);
                     let v = server.put(&copy, Some(c.clone()));
-                    let e = self.local.remove(path).expect("uploaded path exists locally");
+                    let e = self
+                        .local
+                        .remove(path)
+                        .expect("uploaded path exists locally");
                     self.local.insert(copy.clone(), e);
                     self.record(&copy, v, c);
                     self.synced.remove(path);
@@ -190,8 +324,17 @@ impl Device {
                 self.synced.remove(path);
             }
             Op::Download { path, version, .. } | Op::MkdirLocal { path, version } => {
-                let c = server.tree[path].1.clone().expect("downloads are of live entries");
-                self.local.insert(path.clone(), LocalEntry { content: c.clone(), stat: Stat::default() });
+                let c = server.tree[path]
+                    .1
+                    .clone()
+                    .expect("downloads are of live entries");
+                self.local.insert(
+                    path.clone(),
+                    LocalEntry {
+                        content: c.clone(),
+                        stat: Stat::default(),
+                    },
+                );
                 self.record(path, version.0, c);
             }
             Op::DeleteLocal { path } | Op::ForgetSynced { path } => {
@@ -202,7 +345,9 @@ impl Device {
                 let c = self.local[path].content.clone();
                 self.record(path, version.0, c);
             }
-            Op::MoveRemote { .. } | Op::MoveLocal { .. } => unreachable!("plan() never pairs moves; moves::pair does"),
+            Op::MoveRemote { .. } | Op::MoveLocal { .. } => {
+                unreachable!("plan() never pairs moves; moves::pair does")
+            }
         }
     }
 }
@@ -210,7 +355,11 @@ impl Device {
 const PATHS: [&str; 5] = ["a", "b", "c", "d", "e/f"];
 
 fn content_strategy() -> impl Strategy<Value = Option<Content>> {
-    prop_oneof![Just(None), (1u8..4).prop_map(|n| Some(file(n))), (1u8..3).prop_map(|n| Some(Content::Symlink(format!("t{n}"))))]
+    prop_oneof![
+        Just(None),
+        (1u8..4).prop_map(|n| Some(file(n))),
+        (1u8..3).prop_map(|n| Some(Content::Symlink(format!("t{n}"))))
+    ]
 }
 
 fn edits() -> impl Strategy<Value = Vec<Option<Option<Content>>>> {
@@ -222,7 +371,13 @@ fn apply_edits(tree: &mut LocalTree, edits: &[Option<Option<Content>>]) {
     for (p, e) in PATHS.iter().zip(edits) {
         match e {
             Some(Some(c)) => {
-                tree.insert(p.to_string(), LocalEntry { content: c.clone(), stat: Stat::default() });
+                tree.insert(
+                    p.to_string(),
+                    LocalEntry {
+                        content: c.clone(),
+                        stat: Stat::default(),
+                    },
+                );
             }
             Some(None) => {
                 tree.remove(*p);

@@ -7,14 +7,22 @@ use cairn_proto::Version;
 use super::*;
 use crate::tree::{Kind, SyncedEntry};
 
-const PARAMS: ChunkParams = ChunkParams { min: 4096, avg: 16384, max: 65536 };
+const PARAMS: ChunkParams = ChunkParams {
+    min: 4096,
+    avg: 16384,
+    max: 65536,
+};
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime builds")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime builds")
 }
 
 fn scan_now(root: &Path, synced: &SyncedTree) -> Scanned {
-    rt().block_on(scan(root, synced, PARAMS, 2, &ProgressBar::hidden())).expect("scan succeeds")
+    rt().block_on(scan(root, synced, PARAMS, 2, &ProgressBar::hidden()))
+        .expect("scan succeeds")
 }
 
 #[test]
@@ -35,7 +43,18 @@ fn the_scan_records_files_dirs_symlinks_and_skips_junk_and_ignored_names() {
     std::os::unix::fs::symlink("a/b/f.txt", r.join("link")).unwrap();
     let s = scan_now(r, &SyncedTree::new());
     let paths: Vec<&str> = s.tree.keys().map(String::as_str).collect();
-    assert_eq!(paths, vec![".cairnignore", "a", "a/b", "a/b/f.txt", "empty", "link", "zero"]);
+    assert_eq!(
+        paths,
+        vec![
+            ".cairnignore",
+            "a",
+            "a/b",
+            "a/b/f.txt",
+            "empty",
+            "link",
+            "zero"
+        ]
+    );
     assert_eq!(s.tree["link"].content, Content::Symlink("a/b/f.txt".into()));
     assert_eq!(s.tree["empty"].content.kind(), Kind::Dir);
     assert_eq!(s.files, 3);
@@ -55,7 +74,16 @@ fn unchanged_files_reuse_the_synced_hash_and_changed_ones_are_rehashed() {
     let synced: SyncedTree = first
         .tree
         .iter()
-        .map(|(p, e)| (p.clone(), SyncedEntry { version: Version(1), content: e.content.clone(), stat: e.stat }))
+        .map(|(p, e)| {
+            (
+                p.clone(),
+                SyncedEntry {
+                    version: Version(1),
+                    content: e.content.clone(),
+                    stat: e.stat,
+                },
+            )
+        })
         .collect();
     let second = scan_now(r, &synced);
     assert_eq!(second.bytes_hashed, 0);
@@ -63,7 +91,8 @@ fn unchanged_files_reuse_the_synced_hash_and_changed_ones_are_rehashed() {
     fs::write(r.join("g"), b"h").unwrap();
     // Same size, possibly the same mtime granularity: force a different mtime.
     let f = fs::File::options().write(true).open(r.join("g")).unwrap();
-    f.set_modified(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000)).unwrap();
+    f.set_modified(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000))
+        .unwrap();
     let third = scan_now(r, &synced);
     assert_eq!(third.bytes_hashed, 1);
     assert_ne!(third.tree["g"].content, first.tree["g"].content);

@@ -39,9 +39,17 @@ pub enum SigError {
 
 impl LocalStore {
     pub fn new(dir: PathBuf, base_url: &str, secret: Vec<u8>) -> Result<Self> {
-        std::fs::create_dir_all(dir.join(".tmp"))
-            .map_err(|e| Error::Config(format!("--store local:{}: cannot create directory: {e}", dir.display())))?;
-        Ok(Self { dir, base_url: base_url.trim_end_matches('/').to_owned(), secret })
+        std::fs::create_dir_all(dir.join(".tmp")).map_err(|e| {
+            Error::Config(format!(
+                "--store local:{}: cannot create directory: {e}",
+                dir.display()
+            ))
+        })?;
+        Ok(Self {
+            dir,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            secret,
+        })
     }
 
     fn mac(&self, method: &str, key: &str, exp: u64, len: Option<u64>) -> HmacSha256 {
@@ -60,9 +68,18 @@ impl LocalStore {
     }
 
     /// Checks a signature in constant time, then the expiry.
-    pub fn verify(&self, method: &str, key: &str, exp: u64, len: Option<u64>, sig: &str) -> Result<(), SigError> {
+    pub fn verify(
+        &self,
+        method: &str,
+        key: &str,
+        exp: u64,
+        len: Option<u64>,
+        sig: &str,
+    ) -> Result<(), SigError> {
         let sig = hex::decode(sig).map_err(|_| SigError::BadSignature)?;
-        self.mac(method, key, exp, len).verify_slice(&sig).map_err(|_| SigError::BadSignature)?;
+        self.mac(method, key, exp, len)
+            .verify_slice(&sig)
+            .map_err(|_| SigError::BadSignature)?;
         if exp < unix_now() {
             return Err(SigError::Expired);
         }
@@ -71,18 +88,28 @@ impl LocalStore {
 
     fn path_of(&self, key: &str) -> Result<PathBuf> {
         if !valid_key(key) {
-            return Err(Error::InvalidArgument(format!("invalid object key {key:?}")));
+            return Err(Error::InvalidArgument(format!(
+                "invalid object key {key:?}"
+            )));
         }
         Ok(self.dir.join(key))
     }
 
     /// Writes `chunks` to a temp file, fsyncs it, renames it to `key` and fsyncs the folder.
-    async fn write_atomic<S>(&self, key: &str, mut chunks: S, expect_len: Option<u64>) -> Result<u64>
+    async fn write_atomic<S>(
+        &self,
+        key: &str,
+        mut chunks: S,
+        expect_len: Option<u64>,
+    ) -> Result<u64>
     where
         S: futures::Stream<Item = Result<Bytes>> + Unpin,
     {
         let target = self.path_of(key)?;
-        let tmp = self.dir.join(".tmp").join(hex::encode(rand::random::<[u8; 12]>()));
+        let tmp = self
+            .dir
+            .join(".tmp")
+            .join(hex::encode(rand::random::<[u8; 12]>()));
         let mut file = tokio::fs::File::create(&tmp).await?;
         let mut written = 0u64;
         let result: Result<()> = async {
@@ -90,12 +117,16 @@ impl LocalStore {
                 let buf = buf?;
                 written += buf.len() as u64;
                 if expect_len.is_some_and(|l| written > l) {
-                    return Err(Error::InvalidArgument("body longer than the signed length".into()));
+                    return Err(Error::InvalidArgument(
+                        "body longer than the signed length".into(),
+                    ));
                 }
                 file.write_all(&buf).await?;
             }
             if expect_len.is_some_and(|l| written != l) {
-                return Err(Error::InvalidArgument("body shorter than the signed length".into()));
+                return Err(Error::InvalidArgument(
+                    "body shorter than the signed length".into(),
+                ));
             }
             file.sync_all().await?;
             Ok(())
@@ -116,14 +147,21 @@ impl LocalStore {
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Keys are server-made: lowercase hex, letters, digits and `/`-separated non-empty parts.
 fn valid_key(key: &str) -> bool {
     !key.is_empty()
-        && key.split('/').all(|p| !p.is_empty() && p != "." && p != "..")
-        && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_'))
+        && key
+            .split('/')
+            .all(|p| !p.is_empty() && p != "." && p != "..")
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_'))
 }
 
 async fn fsync_dir(dir: &Path) -> Result<()> {
@@ -137,12 +175,23 @@ fn not_found(key: &str) -> Error {
 }
 
 fn io_to_store(key: &str, e: std::io::Error) -> Error {
-    if e.kind() == std::io::ErrorKind::NotFound { not_found(key) } else { Error::Io(e) }
+    if e.kind() == std::io::ErrorKind::NotFound {
+        not_found(key)
+    } else {
+        Error::Io(e)
+    }
 }
 
 impl BlobStore for LocalStore {
-    fn presign_put<'a>(&'a self, key: &'a str, len: u64, ttl: Duration) -> BoxFuture<'a, Result<String>> {
-        Box::pin(async move { Ok(self.sign_url("PUT", key, unix_now() + ttl.as_secs(), Some(len))) })
+    fn presign_put<'a>(
+        &'a self,
+        key: &'a str,
+        len: u64,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<String>> {
+        Box::pin(
+            async move { Ok(self.sign_url("PUT", key, unix_now() + ttl.as_secs(), Some(len))) },
+        )
     }
 
     fn presign_get<'a>(&'a self, key: &'a str, ttl: Duration) -> BoxFuture<'a, Result<String>> {
@@ -152,20 +201,26 @@ impl BlobStore for LocalStore {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Bytes>> {
         Box::pin(async move {
             let path = self.path_of(key)?;
-            tokio::fs::read(path).await.map(Bytes::from).map_err(|e| io_to_store(key, e))
+            tokio::fs::read(path)
+                .await
+                .map(Bytes::from)
+                .map_err(|e| io_to_store(key, e))
         })
     }
 
     fn put<'a>(&'a self, key: &'a str, data: Bytes) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            self.write_atomic(key, futures::stream::iter([Ok(data)]), None).await?;
+            self.write_atomic(key, futures::stream::iter([Ok(data)]), None)
+                .await?;
             Ok(())
         })
     }
 
     fn copy<'a>(&'a self, from: &'a str, to: &'a str) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let file = tokio::fs::File::open(self.path_of(from)?).await.map_err(|e| io_to_store(from, e))?;
+            let file = tokio::fs::File::open(self.path_of(from)?)
+                .await
+                .map_err(|e| io_to_store(from, e))?;
             let stream = tokio_util_stream(file);
             self.write_atomic(to, Box::pin(stream), None).await?;
             Ok(())
@@ -218,7 +273,9 @@ struct Signed {
 
 /// `PUT /blob/{key}` and `GET /blob/{key}` (with `Range: bytes=a-b`) on signed URLs.
 pub fn router(store: Arc<LocalStore>) -> Router {
-    Router::new().route("/blob/{*key}", get(get_blob).put(put_blob)).with_state(store)
+    Router::new()
+        .route("/blob/{*key}", get(get_blob).put(put_blob))
+        .with_state(store)
 }
 
 fn refuse(e: SigError) -> Response {
@@ -236,22 +293,35 @@ async fn put_blob(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Some(len) = q.len else { return refuse(SigError::BadSignature) };
+    let Some(len) = q.len else {
+        return refuse(SigError::BadSignature);
+    };
     if let Err(e) = store.verify("PUT", &key, q.exp, Some(len), &q.sig) {
         return refuse(e);
     }
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared != Some(len) {
-        return (StatusCode::BAD_REQUEST, format!("send exactly {len} bytes with a Content-Length header"))
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("send exactly {len} bytes with a Content-Length header"),
+        )
             .into_response();
     }
-    let stream = body.into_data_stream().map(|r| r.map_err(|e| Error::InvalidArgument(format!("body: {e}"))));
+    let stream = body
+        .into_data_stream()
+        .map(|r| r.map_err(|e| Error::InvalidArgument(format!("body: {e}"))));
     match store.write_atomic(&key, stream, Some(len)).await {
         Ok(_) => StatusCode::OK.into_response(),
         Err(Error::InvalidArgument(m)) => (StatusCode::BAD_REQUEST, m).into_response(),
         Err(e) => {
             tracing::error!(error = %e, key, "local store write failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, "storage write failed; retry").into_response()
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "storage write failed; retry",
+            )
+                .into_response()
         }
     }
 }
@@ -265,7 +335,9 @@ async fn get_blob(
     if let Err(e) = store.verify("GET", &key, q.exp, None, &q.sig) {
         return refuse(e);
     }
-    let Ok(path) = store.path_of(&key) else { return StatusCode::NOT_FOUND.into_response() };
+    let Ok(path) = store.path_of(&key) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
     let mut file = match tokio::fs::File::open(&path).await {
         Ok(f) => f,
         Err(_) => return StatusCode::NOT_FOUND.into_response(),
@@ -280,7 +352,10 @@ async fn get_blob(
         Some(r) => match parse_range(r, size) {
             Some((a, b)) => (a, b, true),
             None => {
-                return (StatusCode::RANGE_NOT_SATISFIABLE, [(header::CONTENT_RANGE, format!("bytes */{size}"))])
+                return (
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    [(header::CONTENT_RANGE, format!("bytes */{size}"))],
+                )
                     .into_response();
             }
         },
@@ -295,7 +370,12 @@ async fn get_blob(
     }
     if partial {
         let cr = format!("bytes {start}-{}/{size}", end - 1);
-        (StatusCode::PARTIAL_CONTENT, [(header::CONTENT_RANGE, cr)], buf).into_response()
+        (
+            StatusCode::PARTIAL_CONTENT,
+            [(header::CONTENT_RANGE, cr)],
+            buf,
+        )
+            .into_response()
     } else {
         (StatusCode::OK, buf).into_response()
     }
@@ -311,7 +391,10 @@ fn parse_range(h: &str, size: u64) -> Option<(u64, u64)> {
             (size.saturating_sub(n), size)
         }
         (a, "") => (a.parse().ok()?, size),
-        (a, b) => (a.parse().ok()?, b.parse::<u64>().ok()?.saturating_add(1).min(size)),
+        (a, b) => (
+            a.parse().ok()?,
+            b.parse::<u64>().ok()?.saturating_add(1).min(size),
+        ),
     };
     (start < end && start < size).then_some((start, end))
 }
@@ -333,10 +416,22 @@ mod tests {
         let url = s.sign_url("PUT", "staging/ab", exp, Some(10));
         let sig = url.rsplit("sig=").next().unwrap();
         assert_eq!(s.verify("PUT", "staging/ab", exp, Some(10), sig), Ok(()));
-        assert_eq!(s.verify("GET", "staging/ab", exp, Some(10), sig), Err(SigError::BadSignature));
-        assert_eq!(s.verify("PUT", "staging/ac", exp, Some(10), sig), Err(SigError::BadSignature));
-        assert_eq!(s.verify("PUT", "staging/ab", exp + 1, Some(10), sig), Err(SigError::BadSignature));
-        assert_eq!(s.verify("PUT", "staging/ab", exp, Some(11), sig), Err(SigError::BadSignature));
+        assert_eq!(
+            s.verify("GET", "staging/ab", exp, Some(10), sig),
+            Err(SigError::BadSignature)
+        );
+        assert_eq!(
+            s.verify("PUT", "staging/ac", exp, Some(10), sig),
+            Err(SigError::BadSignature)
+        );
+        assert_eq!(
+            s.verify("PUT", "staging/ab", exp + 1, Some(10), sig),
+            Err(SigError::BadSignature)
+        );
+        assert_eq!(
+            s.verify("PUT", "staging/ab", exp, Some(11), sig),
+            Err(SigError::BadSignature)
+        );
     }
 
     #[test]
@@ -345,7 +440,10 @@ mod tests {
         let exp = unix_now() - 1;
         let url = s.sign_url("GET", "objects/ab", exp, None);
         let sig = url.rsplit("sig=").next().unwrap();
-        assert_eq!(s.verify("GET", "objects/ab", exp, None, sig), Err(SigError::Expired));
+        assert_eq!(
+            s.verify("GET", "objects/ab", exp, None, sig),
+            Err(SigError::Expired)
+        );
     }
 
     #[test]
@@ -369,7 +467,9 @@ mod tests {
     #[tokio::test]
     async fn put_get_copy_head_delete_round_trip() {
         let (_d, s) = store();
-        s.put("staging/a1", Bytes::from_static(b"hello")).await.unwrap();
+        s.put("staging/a1", Bytes::from_static(b"hello"))
+            .await
+            .unwrap();
         assert_eq!(s.head("staging/a1").await.unwrap(), Some(5));
         s.copy("staging/a1", "objects/b2").await.unwrap();
         assert_eq!(&s.get("objects/b2").await.unwrap()[..], b"hello");

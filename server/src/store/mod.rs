@@ -18,7 +18,12 @@ pub const URL_TTL: Duration = Duration::from_secs(15 * 60);
 /// `objects/<hex>`), never client input.
 pub trait BlobStore: Send + Sync + 'static {
     /// A URL that accepts one PUT of exactly `len` bytes (sent with a Content-Length header).
-    fn presign_put<'a>(&'a self, key: &'a str, len: u64, ttl: Duration) -> BoxFuture<'a, Result<String>>;
+    fn presign_put<'a>(
+        &'a self,
+        key: &'a str,
+        len: u64,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<String>>;
     /// A URL for GETs of the object; clients add a `Range` header for parts of it.
     fn presign_get<'a>(&'a self, key: &'a str, ttl: Duration) -> BoxFuture<'a, Result<String>>;
     /// The whole object, or `Error::NotFound`.
@@ -37,7 +42,11 @@ pub enum StoreSpec {
     /// `local:DIR`
     Local(std::path::PathBuf),
     /// `s3://BUCKET?endpoint=URL&region=R`
-    S3 { bucket: String, endpoint: Option<String>, region: String },
+    S3 {
+        bucket: String,
+        endpoint: Option<String>,
+        region: String,
+    },
 }
 
 impl StoreSpec {
@@ -49,10 +58,13 @@ impl StoreSpec {
             return Ok(StoreSpec::Local(dir.into()));
         }
         if s.starts_with("s3://") {
-            let url = url::Url::parse(s).map_err(|e| Error::Config(format!("--store {s:?} is not a valid URL: {e}")))?;
+            let url = url::Url::parse(s)
+                .map_err(|e| Error::Config(format!("--store {s:?} is not a valid URL: {e}")))?;
             let bucket = url.host_str().unwrap_or_default().to_owned();
             if bucket.is_empty() {
-                return Err(Error::Config(format!("--store {s:?} names no bucket (s3://BUCKET?endpoint=URL&region=R)")));
+                return Err(Error::Config(format!(
+                    "--store {s:?} names no bucket (s3://BUCKET?endpoint=URL&region=R)"
+                )));
             }
             let mut endpoint = None;
             let mut region = "us-east-1".to_owned();
@@ -67,7 +79,11 @@ impl StoreSpec {
                     }
                 }
             }
-            return Ok(StoreSpec::S3 { bucket, endpoint, region });
+            return Ok(StoreSpec::S3 {
+                bucket,
+                endpoint,
+                region,
+            });
         }
         Err(Error::Config(format!(
             "--store {s:?} is neither local:DIR nor s3://BUCKET?endpoint=URL&region=R"
@@ -93,7 +109,10 @@ mod tests {
 
     #[test]
     fn store_settings_parse_or_name_what_is_wrong() {
-        assert_eq!(StoreSpec::parse("local:/tmp/x").unwrap(), StoreSpec::Local("/tmp/x".into()));
+        assert_eq!(
+            StoreSpec::parse("local:/tmp/x").unwrap(),
+            StoreSpec::Local("/tmp/x".into())
+        );
         assert_eq!(
             StoreSpec::parse("s3://chunks?endpoint=http://127.0.0.1:3900&region=garage").unwrap(),
             StoreSpec::S3 {
@@ -102,7 +121,12 @@ mod tests {
                 region: "garage".into()
             }
         );
-        assert!(StoreSpec::parse("s3://b?bogus=1").unwrap_err().to_string().contains("bogus"));
+        assert!(
+            StoreSpec::parse("s3://b?bogus=1")
+                .unwrap_err()
+                .to_string()
+                .contains("bogus")
+        );
         assert!(StoreSpec::parse("ftp://x").is_err());
         assert!(StoreSpec::parse("local:").is_err());
     }

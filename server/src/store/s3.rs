@@ -32,9 +32,19 @@ impl S3Store {
             std::env::var(name)
                 .ok()
                 .filter(|v| !v.is_empty())
-                .ok_or_else(|| Error::Config(format!("--store s3://{bucket}: set {name} in the environment")))
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "--store s3://{bucket}: set {name} in the environment"
+                    ))
+                })
         };
-        let creds = Credentials::new(var("AWS_ACCESS_KEY_ID")?, var("AWS_SECRET_ACCESS_KEY")?, None, None, "environment");
+        let creds = Credentials::new(
+            var("AWS_ACCESS_KEY_ID")?,
+            var("AWS_SECRET_ACCESS_KEY")?,
+            None,
+            None,
+            "environment",
+        );
         let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
             .connect_timeout(Duration::from_secs(5))
             .operation_timeout(Duration::from_secs(120))
@@ -51,7 +61,10 @@ impl S3Store {
         if let Some(ep) = endpoint {
             conf = conf.endpoint_url(ep);
         }
-        Ok(Self { client: Client::from_conf(conf.build()), bucket })
+        Ok(Self {
+            client: Client::from_conf(conf.build()),
+            bucket,
+        })
     }
 
     /// Fails with a clear message when the bucket cannot be reached (checked once at start-up).
@@ -62,16 +75,28 @@ impl S3Store {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| Error::Config(format!("--store: bucket {:?} is not reachable: {}", self.bucket, DisplayErrorContext(e))))
+            .map_err(|e| {
+                Error::Config(format!(
+                    "--store: bucket {:?} is not reachable: {}",
+                    self.bucket,
+                    DisplayErrorContext(e)
+                ))
+            })
     }
 }
 
 fn presigning(ttl: Duration) -> Result<PresigningConfig> {
-    PresigningConfig::expires_in(ttl).map_err(|e| Error::Internal(format!("presigning config: {e}")))
+    PresigningConfig::expires_in(ttl)
+        .map_err(|e| Error::Internal(format!("presigning config: {e}")))
 }
 
 impl BlobStore for S3Store {
-    fn presign_put<'a>(&'a self, key: &'a str, len: u64, ttl: Duration) -> BoxFuture<'a, Result<String>> {
+    fn presign_put<'a>(
+        &'a self,
+        key: &'a str,
+        len: u64,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<String>> {
         Box::pin(async move {
             let req = self
                 .client
@@ -102,14 +127,25 @@ impl BlobStore for S3Store {
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Bytes>> {
         Box::pin(async move {
-            let out = match self.client.get_object().bucket(&self.bucket).key(key).send().await {
+            let out = match self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+            {
                 Ok(o) => o,
                 Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
                     return Err(Error::NotFound(format!("no stored object {key:?}")));
                 }
                 Err(e) => return Err(storage_err("GET", key, e)),
             };
-            let body = out.body.collect().await.map_err(|e| storage_err("GET body", key, e))?;
+            let body = out
+                .body
+                .collect()
+                .await
+                .map_err(|e| storage_err("GET body", key, e))?;
             Ok(body.into_bytes())
         })
     }
@@ -158,7 +194,14 @@ impl BlobStore for S3Store {
 
     fn head<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<u64>>> {
         Box::pin(async move {
-            match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+            match self
+                .client
+                .head_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+            {
                 Ok(o) => Ok(Some(o.content_length().unwrap_or(0).max(0) as u64)),
                 Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
                 Err(e) => Err(storage_err("HEAD", key, e)),
