@@ -3,7 +3,7 @@
 # same Garage in the same run as the reference. Prints markdown tables for docs/BENCHMARKS.md.
 #   scripts/bench-transfer.sh           full: a mixed 1 GiB corpus and a 4 GiB single file
 #   scripts/bench-transfer.sh --quick   small corpora (checks the harness still works)
-# Needs release binaries (cargo build --release), Garage (scripts/garage.sh install), GNU time,
+# Builds release binaries (or uses CAIRN_BIN_DIR), needs Garage (scripts/garage.sh install), GNU time,
 # and rclone (installed from Debian when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,9 +13,14 @@ quick=0
 
 command -v rclone > /dev/null || apt-get install -y -qq rclone > /dev/null
 [ -x /usr/bin/time ] || apt-get install -y -qq time > /dev/null
-cargo build --release --bins -q
-cairn=$root/target/release/cairn
-server=$root/target/release/cairn-server
+# CAIRN_BIN_DIR: use binaries built elsewhere (e.g. from a pinned commit) instead of building.
+bin_dir=${CAIRN_BIN_DIR:-}
+if [ -z "$bin_dir" ]; then
+  cargo build --release --bins -q
+  bin_dir=$root/target/release
+fi
+cairn=$bin_dir/cairn
+server=$bin_dir/cairn-server
 
 work=$(mktemp -d /tmp/cairn-bench.XXXXXX)
 cleanup() {
@@ -74,6 +79,7 @@ sync; echo 3 > /proc/sys/vm/drop_caches 2> /dev/null || true
 rate() { python3 -c "print(f'{$bytes/2**20/$1:.0f}')"; }
 
 read -r t_push rss_push < <(measure "$cairn" --home "$work/home-a" push "$corpus" --namespace bench)
+mkdir -p "$work/pulled"
 read -r t_pull rss_pull < <(measure "$cairn" --home "$work/home-b" pull "$work/pulled" --namespace bench)
 diff -r "$corpus" "$work/pulled" > /dev/null || { echo "pulled tree differs from the corpus" >&2; exit 1; }
 read -r t_rpush rss_rpush < <(measure "${rclone_cmd[@]}" copy --transfers 8 "$corpus" "G:$rbucket/c")
