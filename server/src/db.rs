@@ -37,8 +37,22 @@ pub fn open(path: &Path) -> Result<Connection> {
 }
 
 fn open_no_migrate(path: &Path) -> Result<Connection> {
-    let conn = Connection::open(path)
-        .map_err(|e| Error::Config(format!("cannot open database --db {}: {e}", path.display())))?;
+    // A new server's folder may not exist yet (`--db /srv/cairn/meta.db`): create it, as
+    // `restic init` or `git init` would.
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            Error::Config(format!(
+                "cannot create the folder of --db {}: {e} — check the path and permissions",
+                path.display()
+            ))
+        })?;
+    }
+    let conn = Connection::open(path).map_err(|e| {
+        Error::Config(format!(
+            "cannot open database --db {}: {e} — check the path and permissions",
+            path.display()
+        ))
+    })?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
@@ -145,6 +159,14 @@ mod tests {
     #[test]
     fn migrations_are_valid() {
         MIGRATIONS.validate().unwrap();
+    }
+
+    #[test]
+    fn a_database_in_a_folder_that_does_not_exist_yet_is_created_with_its_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("srv/cairn/meta.db");
+        open(&path).unwrap();
+        assert!(path.exists());
     }
 
     #[test]
