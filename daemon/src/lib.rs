@@ -9,6 +9,7 @@ pub mod state;
 pub mod tree;
 
 pub use error::{Error, Result};
+pub mod cache;
 pub mod commands;
 pub mod download;
 pub mod events;

@@ -42,6 +42,71 @@ pub struct Scanned {
     pub files: u64,
     pub bytes_scanned: u64,
     pub bytes_hashed: u64,
+    /// Entries the walk stat'ed (what a scan costs, whether or not it hashed anything).
+    pub stat_calls: u64,
+}
+
+/// What a partial scan looks at: some root-relative paths (a directory: its whole subtree) and
+/// the directories leading to them (those are listed and stat'ed, their other children are not).
+/// Paths are compared in NFC, as the tree's keys are.
+#[derive(Clone, Debug, Default)]
+pub struct Region {
+    targets: std::collections::BTreeSet<String>,
+    ancestors: std::collections::BTreeSet<String>,
+}
+
+impl Region {
+    /// The region of `paths` (root-relative, `/`-separated; names as on disk or NFC). Empty
+    /// paths and `.`/`..` components are dropped: the caller scans the whole folder for those.
+    pub fn new<I: IntoIterator<Item = S>, S: AsRef<str>>(paths: I) -> Self {
+        let mut r = Region::default();
+        for p in paths {
+            let p = to_nfc(p.as_ref().trim_matches('/'));
+            if p.is_empty() || p.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+                continue;
+            }
+            let mut at = 0;
+            while let Some(i) = p[at..].find('/') {
+                r.ancestors.insert(p[..at + i].to_owned());
+                at += i + 1;
+            }
+            r.targets.insert(p);
+        }
+        r
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+
+    /// The paths whose subtrees the scan covers completely.
+    pub fn targets(&self) -> impl Iterator<Item = &str> {
+        self.targets.iter().map(String::as_str)
+    }
+
+    /// The directories above the targets (the scan stats them but not their other children).
+    pub fn ancestors(&self) -> impl Iterator<Item = &str> {
+        self.ancestors.iter().map(String::as_str)
+    }
+
+    /// Is `path` a target or under one?
+    pub fn covers(&self, path: &str) -> bool {
+        let mut p = path;
+        loop {
+            if self.targets.contains(p) {
+                return true;
+            }
+            match p.rfind('/') {
+                Some(i) => p = &p[..i],
+                None => return false,
+            }
+        }
+    }
+
+    /// Does the walk enter `path` (a target, under one, or on the way to one)?
+    fn admits(&self, path: &str) -> bool {
+        self.ancestors.contains(path) || self.covers(path)
+    }
 }
 
 /// One walked entry before hashing.
@@ -79,15 +144,31 @@ pub async fn scan(
     concurrency: usize,
     progress: &ProgressBar,
 ) -> Result<Scanned> {
+    scan_region(root, None, synced, params, concurrency, progress).await
+}
+
+/// Like [`scan`], but with `region` only the region's paths are walked: the same walker, ignore
+/// rules, name checks and hash reuse, applied to the targets' subtrees and the directories above
+/// them. The result holds exactly what a full scan would hold for those paths.
+pub async fn scan_region(
+    root: &Path,
+    region: Option<&Region>,
+    synced: &SyncedTree,
+    params: ChunkParams,
+    concurrency: usize,
+    progress: &ProgressBar,
+) -> Result<Scanned> {
     let root_owned = root.to_owned();
-    let (walked, errors, skipped, incomplete) =
-        tokio::task::spawn_blocking(move || walk(&root_owned))
+    let region = region.cloned();
+    let (walked, errors, skipped, incomplete, stat_calls) =
+        tokio::task::spawn_blocking(move || walk(&root_owned, region.as_ref()))
             .await
             .map_err(|e| Error::Protocol(format!("scanner thread failed: {e}")))??;
     let mut out = Scanned {
         errors,
         skipped,
         incomplete,
+        stat_calls,
         ..Default::default()
     };
     let mut to_hash = Vec::new();
@@ -200,9 +281,19 @@ type Walk = (
     Vec<Error>,
     std::collections::BTreeSet<String>,
     bool,
+    u64,
 );
 
-fn walk(root: &Path) -> Result<Walk> {
+/// The namespace path a disk path under `root` would have (lossy for non-UTF-8 names).
+pub fn rel_key(root: &Path, disk: &Path) -> Option<String> {
+    let rel = disk.strip_prefix(root).ok()?;
+    Some(to_nfc(
+        &rel.to_string_lossy()
+            .replace(std::path::MAIN_SEPARATOR, "/"),
+    ))
+}
+
+fn walk(root: &Path, region: Option<&Region>) -> Result<Walk> {
     let md = std::fs::metadata(root).map_err(|e| Error::io(root, e))?;
     if !md.is_dir() {
         return Err(Error::Config(format!(
@@ -210,18 +301,33 @@ fn walk(root: &Path) -> Result<Walk> {
             root.display()
         )));
     }
-    let walker = ignore::WalkBuilder::new(root)
+    let mut builder = ignore::WalkBuilder::new(root);
+    builder
         .standard_filters(false)
         .add_custom_ignore_filename(IGNORE_FILE)
-        .follow_links(false)
-        .sort_by_file_name(|a, b| a.cmp(b))
-        .filter_entry(|e| !e.file_name().to_str().is_some_and(is_skipped_name))
+        .follow_links(false);
+    // Sorting makes the walker read every directory it meets in full, even one the region then
+    // skips: a partial walk goes unsorted (its result is sorted below).
+    if region.is_none() {
+        builder.sort_by_file_name(|a, b| a.cmp(b));
+    }
+    let walker = builder
+        .filter_entry({
+            let (root, region) = (root.to_owned(), region.cloned());
+            move |e| {
+                !e.file_name().to_str().is_some_and(is_skipped_name)
+                    && region.as_ref().is_none_or(|r| {
+                        e.depth() == 0 || rel_key(&root, e.path()).is_some_and(|k| r.admits(&k))
+                    })
+            }
+        })
         .build();
     let mut out = Vec::new();
     let mut errors = Vec::new();
     let mut seen: HashMap<String, PathBuf> = HashMap::new();
     let mut skipped = std::collections::BTreeSet::new();
     let mut incomplete = false;
+    let mut stats = 0u64;
     for item in walker {
         let entry = match item {
             Ok(e) => e,
@@ -261,6 +367,7 @@ fn walk(root: &Path) -> Result<Walk> {
             ));
             continue;
         }
+        stats += 1;
         let md = match std::fs::symlink_metadata(&disk) {
             Ok(m) => m,
             Err(e) => {
@@ -303,7 +410,10 @@ fn walk(root: &Path) -> Result<Walk> {
             kind,
         });
     }
-    Ok((out, errors, skipped, incomplete))
+    if region.is_some() {
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+    }
+    Ok((out, errors, skipped, incomplete, stats))
 }
 
 #[cfg(test)]

@@ -23,6 +23,8 @@ pub enum SyncedChange {
 pub struct State {
     conn: Connection,
     path: PathBuf,
+    /// When recording: every change `apply` committed, in order (see [`State::record_changes`]).
+    journal: Option<Vec<(FolderId, SyncedChange)>>,
 }
 
 fn migrations() -> Migrations<'static> {
@@ -60,7 +62,30 @@ impl State {
         Ok(State {
             conn,
             path: path.to_owned(),
+            journal: None,
         })
+    }
+
+    /// From now on, remember every synced-tree change this connection commits, so a caller that
+    /// keeps the synced tree in memory can apply exactly what the executors wrote.
+    pub fn record_changes(&mut self) {
+        self.journal.get_or_insert_with(Vec::new);
+    }
+
+    /// The changes committed since the last call (empty unless recording).
+    pub fn take_changes(&mut self) -> Vec<(FolderId, SyncedChange)> {
+        self.journal
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// SQLite's `data_version`: it moves when another connection commits to the database (never
+    /// for this connection's own commits).
+    pub fn data_version(&self) -> Result<i64> {
+        self.conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(self.err())
     }
 
     pub(crate) fn conn(&self) -> &Connection {
@@ -263,6 +288,9 @@ impl State {
             }
         }
         tx.commit().map_err(err)?;
+        if let Some(j) = &mut self.journal {
+            j.extend(changes.iter().map(|c| (folder, c.clone())));
+        }
         Ok(())
     }
 }

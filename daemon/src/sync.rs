@@ -1,7 +1,14 @@
 //! One folder's control task: it alone owns the folder's remote tree, cursor and state DB
 //! connection. Each round drains the log, scans, plans with all three trees, executes both sides,
 //! and repeats until the plan is empty.
+//!
+//! Between rounds the task keeps the local and synced trees in memory ([`FolderCache`]). The first
+//! round, the periodic safety-net scan, a watcher overflow and any failed round scan the whole
+//! folder and rebuild them. Otherwise a round scans only the paths the watcher reported (and what
+//! the last round touched), and plans only the paths that changed on either side: a one-file edit
+//! costs work for that file, not for the folder.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -11,6 +18,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use crate::cache::{FolderCache, problems_of, touches_ignore_rules};
 use crate::chunker::ChunkParams;
 use crate::commands::{known_locally, open_remote, params_of, workers};
 use crate::config::Config;
@@ -20,10 +28,10 @@ use crate::events::Events;
 use crate::ignore_rules::IgnoreRules;
 use crate::planner::{Op, moves, plan};
 use crate::remote::Remote;
-use crate::scanner::{MARKER, TMP_PREFIX, scan};
+use crate::scanner::{MARKER, Region, Scanned, TMP_PREFIX, scan, scan_region};
 use crate::state::{FolderId, State};
 use crate::status::{FolderStatus, PathError, SyncState};
-use crate::tree::{Content, RemoteEntry, RemoteTree};
+use crate::tree::{Content, RemoteEntry, RemoteTree, SyncedTree};
 use crate::upload::Push;
 use crate::watch::{Trigger, follow_remote, jitter, watch_local};
 
@@ -50,12 +58,27 @@ pub struct FolderSync {
     remote_tree: RemoteTree,
     /// The log position `remote_tree` reflects; persisted once a round applied it.
     cursor: Seq,
+    /// The local and synced trees between rounds; `None`: the next round scans everything.
+    cache: Option<FolderCache>,
+    /// The next round must scan the whole folder (periodic safety net, lost watch events).
+    full_needed: bool,
+    /// Root-relative paths to scan again in the next round (watch events, what rounds touched).
+    dirty: BTreeSet<String>,
+    /// Paths the next round must plan even if nothing about them is seen to change: what the
+    /// last round worked on (outside these, the last plan was empty).
+    pending: BTreeSet<String>,
 }
 
 /// What one round did.
-struct Round {
-    ops: usize,
-    errors: Vec<Error>,
+pub struct Round {
+    pub ops: usize,
+    pub errors: Vec<Error>,
+    /// Whether the round scanned the whole folder.
+    pub full: bool,
+    /// Entries the round's scan stat'ed.
+    pub stat_calls: u64,
+    /// Paths the round planned.
+    pub planned: usize,
 }
 
 impl FolderSync {
@@ -73,6 +96,8 @@ impl FolderSync {
             events.emit("error", json!({ "folder": root, "error": e.to_string() }));
         }
         let params = params_of(&info)?;
+        let mut state = state;
+        state.record_changes();
         Ok(FolderSync {
             root,
             namespace,
@@ -85,7 +110,23 @@ impl FolderSync {
             params,
             remote_tree,
             cursor: head,
+            cache: None,
+            full_needed: true,
+            dirty: BTreeSet::new(),
+            pending: BTreeSet::new(),
         })
+    }
+
+    /// Marks root-relative paths as changed on disk: the next round scans them again.
+    pub fn touch(&mut self, paths: impl IntoIterator<Item = PathBuf>) {
+        for p in paths {
+            let p = p.to_string_lossy().trim_matches('/').to_owned();
+            if p.is_empty() || p.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+                self.full_needed = true;
+            } else {
+                self.dirty.insert(p);
+            }
+        }
     }
 
     /// Runs until `shutdown` turns true. A round in progress finishes first (every local write is
@@ -120,7 +161,12 @@ impl FolderSync {
                 } else {
                     self.scan_interval
                 };
-                next_scan = Instant::now() + interval;
+                // The safety-net scan runs on its own clock: wake-ups for watch events (partial
+                // rounds) must not keep postponing it.
+                if next_scan <= Instant::now() {
+                    self.full_needed = true;
+                    next_scan = Instant::now() + interval;
+                }
                 match self.sync_until_quiet().await {
                     Ok((errors, worked)) if errors.is_empty() => {
                         offline_backoff = Duration::from_millis(200);
@@ -175,9 +221,14 @@ impl FolderSync {
                             Trigger::WatchFailed(d) => {
                                 self.events.emit("error", json!({ "folder": self.root, "error": d }));
                                 watch_failed = Some(d);
+                                // Periodic full scans from now on, starting with one now.
+                                self.full_needed = true;
+                                next_scan = Instant::now();
                             }
                             Trigger::RemoteDown(d) => tracing::info!("{}: {d}", self.root.display()),
-                            Trigger::Local(_) | Trigger::Remote => {}
+                            Trigger::Local(paths) => self.touch(paths),
+                            Trigger::Rescan => self.full_needed = true,
+                            Trigger::Remote => {}
                         }
                         t = rx.try_recv().ok();
                     }
@@ -220,7 +271,8 @@ impl FolderSync {
         Ok((last, worked))
     }
 
-    /// Brings `remote_tree` up to the log head (our own commits included).
+    /// Brings `remote_tree` up to the log head (our own commits included); the paths the log
+    /// touched become pending (so even a drain that fails half-way loses none of them).
     async fn drain_changes(&mut self) -> Result<()> {
         loop {
             let r = self
@@ -231,6 +283,7 @@ impl FolderSync {
                 if cairn_proto::validate_path(&e.path).is_err() {
                     continue;
                 }
+                self.pending.insert(e.path.clone());
                 match RemoteEntry::from_pb(e) {
                     Some(entry) => {
                         self.remote_tree.insert(e.path.clone(), entry);
@@ -248,26 +301,206 @@ impl FolderSync {
         }
     }
 
-    /// One scan → plan → execute pass over the whole folder.
-    async fn round(&mut self) -> std::result::Result<Round, Stop> {
-        check_root(&self.root)?;
+    /// One scan → plan → execute pass: over the whole folder when the cache is missing or a full
+    /// scan is due, otherwise over what changed (watch events, log entries, the last round's work).
+    pub async fn round(&mut self) -> std::result::Result<Round, Stop> {
+        if let Err(e) = check_root(&self.root) {
+            self.cache = None;
+            return Err(e);
+        }
         self.drain_changes().await?;
-        let mut synced = self.state.synced(self.folder)?;
+        // Whatever an earlier, failed round left in the journal is covered by the full scan that
+        // follows a failure.
+        self.state.take_changes();
+        let full = self.cache.is_none() || self.full_needed;
+        let res = if full {
+            self.full_round().await
+        } else {
+            self.partial_round().await
+        };
+        if res.is_err() {
+            // A round that stopped half-way may have written anything: start over from disk.
+            self.cache = None;
+            self.full_needed = true;
+        }
+        res
+    }
+
+    /// Scans the whole folder, reloads the synced tree and plans over everything.
+    async fn full_round(&mut self) -> std::result::Result<Round, Stop> {
+        self.cache = None;
+        self.full_needed = false;
+        self.dirty.clear();
+        self.pending.clear();
+        let db_version = self.state.data_version()?;
+        let synced_all = self.state.synced(self.folder)?;
         let mut scanned = scan(
             &self.root,
-            &synced,
+            &synced_all,
             self.params,
             workers(),
             &ProgressBar::hidden(),
         )
         .await?;
-        let mut errors = std::mem::take(&mut scanned.errors);
+        let stat_calls = scanned.stat_calls;
         let rules = IgnoreRules::load(&self.root, &scanned.tree);
         let mut remote = self.remote_tree.clone();
+        let mut synced = synced_all.clone();
         let root = self.root.clone();
         moves::filter_ignored(&mut remote, &mut synced, |p, d| {
             rules.is_ignored(&root, p, d)
         });
+        let errors = if scanned.incomplete {
+            std::mem::take(&mut scanned.errors)
+        } else {
+            let problems = problems_of(&self.root, std::mem::take(&mut scanned.errors));
+            let planned = scanned.tree.len();
+            let (round, ops, scanned) = self
+                .execute(
+                    scanned,
+                    remote,
+                    synced,
+                    Vec::new(),
+                    true,
+                    stat_calls,
+                    planned,
+                )
+                .await?;
+            let mut cache =
+                FolderCache::new(&self.root, scanned, synced_all, rules, problems, db_version);
+            let touched = cache.apply_synced(self.folder, self.state.take_changes());
+            self.cache = Some(cache);
+            self.after_round(&ops, touched);
+            return Ok(round);
+        };
+        // A folder could not be read: run this round, keep no cache (the next one scans again).
+        let planned = scanned.tree.len();
+        let (round, _, _) = self
+            .execute(scanned, remote, synced, errors, true, stat_calls, planned)
+            .await?;
+        self.full_needed = true;
+        Ok(round)
+    }
+
+    /// Scans only the dirty paths, patches the cached local tree, plans over the paths that
+    /// changed on either side or are still pending.
+    async fn partial_round(&mut self) -> std::result::Result<Round, Stop> {
+        let mut cache = self.cache.take().expect("partial rounds run with a cache");
+        let mut paths = std::mem::take(&mut self.pending);
+        // Another connection wrote to the state DB (e.g. a `cairn push` of this folder).
+        let db_version = self.state.data_version()?;
+        if db_version != cache.db_version {
+            let fresh = self.state.synced(self.folder)?;
+            paths.append(&mut cache.reload_synced(fresh, db_version));
+        }
+        let region = Region::new(std::mem::take(&mut self.dirty));
+        let mut stat_calls = 0;
+        let mut chunks = Default::default();
+        if !region.is_empty() {
+            let mut part = scan_region(
+                &self.root,
+                Some(&region),
+                &cache.synced,
+                self.params,
+                workers(),
+                &ProgressBar::hidden(),
+            )
+            .await?;
+            stat_calls = part.stat_calls;
+            let changed = if part.incomplete {
+                None
+            } else {
+                Some(cache.merge(&self.root, &region, &mut part))
+            };
+            match changed {
+                Some(changed) if !touches_ignore_rules(&changed) => {
+                    paths.extend(changed);
+                    chunks = part.chunks;
+                }
+                // A directory could not be read, or the ignore rules changed: scan everything.
+                _ => return self.full_round().await,
+            }
+        }
+        // The round's view: the planned paths only (the planner and pairing look at nothing else).
+        let mut scanned = Scanned {
+            skipped: cache.skipped.clone(),
+            chunks,
+            ..Default::default()
+        };
+        let mut remote = RemoteTree::new();
+        let mut synced = SyncedTree::new();
+        for p in &paths {
+            if let Some(e) = cache.local.get(p) {
+                scanned.tree.insert(p.clone(), e.clone());
+                scanned
+                    .disk
+                    .insert(p.clone(), cache.disk_path(&self.root, p));
+            }
+            if let Some(e) = self.remote_tree.get(p) {
+                remote.insert(p.clone(), e.clone());
+            }
+            if let Some(e) = cache.synced.get(p) {
+                synced.insert(p.clone(), e.clone());
+            }
+        }
+        scanned.chunks.retain(|p, _| scanned.tree.contains_key(p));
+        let root = self.root.clone();
+        moves::filter_ignored(&mut remote, &mut synced, |p, d| {
+            cache.rules.is_ignored(&root, p, d)
+        });
+        let errors = cache.problem_errors();
+        let res = self
+            .execute(
+                scanned,
+                remote,
+                synced,
+                errors,
+                false,
+                stat_calls,
+                paths.len(),
+            )
+            .await;
+        let touched = cache.apply_synced(self.folder, self.state.take_changes());
+        self.cache = Some(cache);
+        let (round, ops, _) = res?;
+        self.after_round(&ops, touched);
+        Ok(round)
+    }
+
+    /// What the next round must look at again: every path this round worked on (the executors
+    /// changed the disk and the synced tree there), conflict copies' folders, unknown paths.
+    fn after_round(&mut self, ops: &[Op], synced_touched: BTreeSet<String>) {
+        let mut next = synced_touched;
+        for op in ops {
+            next.insert(op.path().to_owned());
+            match op {
+                // Conflict copies the executors made appear in the synced changes (push) or as
+                // watch events for the rename (pull).
+                Op::MoveRemote { from, .. } | Op::MoveLocal { from, .. } => {
+                    next.insert(from.clone());
+                }
+                _ => {}
+            }
+        }
+        if let Some(c) = &self.cache {
+            next.extend(c.skipped.iter().cloned());
+        }
+        self.dirty.extend(next.iter().cloned());
+        self.pending = next;
+    }
+
+    /// Plans over the given trees and executes both sides.
+    #[allow(clippy::too_many_arguments)]
+    async fn execute(
+        &mut self,
+        mut scanned: Scanned,
+        remote: RemoteTree,
+        synced: SyncedTree,
+        mut errors: Vec<Error>,
+        full: bool,
+        stat_calls: u64,
+        planned: usize,
+    ) -> std::result::Result<(Round, Vec<Op>, Scanned), Stop> {
         let ops: Vec<Op> = plan(&scanned.tree, &remote, &synced)
             .into_iter()
             .filter(|op| known_locally(op, &scanned))
@@ -277,9 +510,16 @@ impl FolderSync {
             .iter()
             .filter(|op| !matches!(op, Op::RecordSynced { .. } | Op::ForgetSynced { .. }))
             .count();
+        let quiet = |errors| Round {
+            ops: 0,
+            errors,
+            full,
+            stat_calls,
+            planned,
+        };
         if ops.is_empty() {
             self.persist_cursor()?;
-            return Ok(Round { ops: 0, errors });
+            return Ok((quiet(errors), ops, scanned));
         }
         let (files_left, bytes_left) = left(&ops, &scanned, &remote);
         let status = FolderStatus {
@@ -327,11 +567,19 @@ impl FolderSync {
                 "committed": ps.committed, "moved_remote": ps.moved, "moved_local": ds.moved, "files_written": ds.files_written,
                 "chunks_downloaded": ds.chunks_downloaded, "bytes_downloaded": ds.bytes_downloaded,
                 "conflicts": ps.conflicts + ds.conflicts, "errors": errors.len(),
+                "full_scan": full, "stat_calls": stat_calls, "planned": planned,
             }),
         );
         self.persist_cursor()?;
         // Bookkeeping-only rounds (RecordSynced) count as quiet once applied.
-        Ok(Round { ops: work, errors })
+        let round = Round {
+            ops: work,
+            errors,
+            full,
+            stat_calls,
+            planned,
+        };
+        Ok((round, ops, scanned))
     }
 
     fn persist_cursor(&self) -> Result<()> {
@@ -392,7 +640,8 @@ impl FolderSync {
 }
 
 /// Why a round stopped early.
-enum Stop {
+#[derive(Debug)]
+pub enum Stop {
     /// The root or its marker is missing: sync nothing (above all, propagate no deletes).
     Paused(String),
     Failed(Error),

@@ -18,6 +18,8 @@ use crate::scanner::is_skipped_name;
 pub enum Trigger {
     /// Something changed under the root (the touched paths, root-relative).
     Local(Vec<PathBuf>),
+    /// The watcher lost events (queue overflow) or saw the root itself change: scan everything.
+    Rescan,
     /// The server's log moved past the cursor.
     Remote,
     /// The watcher failed (e.g. out of inotify watches): fall back to periodic scans.
@@ -38,6 +40,15 @@ pub fn watch_local(root: &Path, tx: UnboundedSender<Trigger>) -> Result<LocalWat
     let err_tx = tx.clone();
     let mut debouncer = new_debouncer(DEBOUNCE, None, move |res: DebounceEventResult| match res {
         Ok(events) => {
+            // Lost events, or the root itself changed: only a full scan knows what happened.
+            if events.iter().any(|e| {
+                e.need_rescan()
+                    || (!matches!(e.kind, notify::EventKind::Access(_))
+                        && e.paths.iter().any(|p| p == &root_owned))
+            }) {
+                let _ = tx.send(Trigger::Rescan);
+                return;
+            }
             // Opening and reading (our own scans do it) is not a change.
             let paths: Vec<PathBuf> = events
                 .iter()

@@ -118,3 +118,60 @@ fn nfd_names_from_disk_become_nfc_paths() {
     assert!(s.tree.contains_key("caf\u{e9}"));
     assert_eq!(s.disk["caf\u{e9}"], d.path().join("cafe\u{301}"));
 }
+
+fn scan_region_now(root: &Path, paths: &[&str], synced: &SyncedTree) -> Scanned {
+    let region = Region::new(paths);
+    rt().block_on(scan_region(
+        root,
+        Some(&region),
+        synced,
+        PARAMS,
+        2,
+        &ProgressBar::hidden(),
+    ))
+    .expect("scan succeeds")
+}
+
+#[test]
+fn a_region_scan_stats_only_its_paths_and_the_folders_above_them() {
+    let d = tempfile::tempdir().unwrap();
+    let r = d.path();
+    for i in 0..10 {
+        fs::create_dir_all(r.join(format!("d{i}/sub"))).unwrap();
+        for j in 0..20 {
+            fs::write(r.join(format!("d{i}/f{j}")), format!("{i} {j}")).unwrap();
+        }
+        fs::write(r.join(format!("d{i}/sub/deep")), b"deep").unwrap();
+    }
+    fs::write(r.join(".cairnignore"), "*.log\n").unwrap();
+    fs::write(r.join("d3/x.log"), b"ignored").unwrap();
+    let full = scan_now(r, &SyncedTree::new());
+    assert_eq!(full.stat_calls, 1 + 10 * 23);
+
+    let one = scan_region_now(r, &["d3/f7"], &SyncedTree::new());
+    assert_eq!(one.stat_calls, 2, "only d3 and d3/f7 are stat'ed");
+    assert_eq!(one.tree.keys().collect::<Vec<_>>(), vec!["d3", "d3/f7"]);
+    assert_eq!(one.tree["d3/f7"], full.tree["d3/f7"]);
+
+    // A directory: its whole subtree. A vanished path: nothing. An ignored one: nothing.
+    let some = scan_region_now(r, &["d5/sub", "d6/gone", "d3/x.log"], &SyncedTree::new());
+    assert_eq!(
+        some.tree.keys().collect::<Vec<_>>(),
+        vec!["d3", "d5", "d5/sub", "d5/sub/deep", "d6"]
+    );
+    for (p, e) in &some.tree {
+        if !matches!(e.content, Content::Dir) {
+            assert_eq!(e, &full.tree[p]);
+        }
+    }
+}
+
+#[test]
+fn a_region_given_in_nfc_finds_an_nfd_name_on_disk() {
+    let d = tempfile::tempdir().unwrap();
+    fs::write(d.path().join("cafe\u{301}"), b"1").unwrap();
+    fs::write(d.path().join("other"), b"1").unwrap();
+    let s = scan_region_now(d.path(), &["caf\u{e9}"], &SyncedTree::new());
+    assert_eq!(s.tree.keys().collect::<Vec<_>>(), vec!["caf\u{e9}"]);
+    assert_eq!(s.stat_calls, 1);
+}
