@@ -209,8 +209,18 @@ pub async fn push(cfg: &Config, dir: &Path, namespace: &str, ui: Ui) -> Result<P
 
 pub async fn pull(cfg: &Config, dir: &Path, namespace: &str, ui: Ui) -> Result<PullSummary> {
     let started = Instant::now();
-    let root = canonical_root(dir)?;
     let (remote, info, remote_tree, head, mut errors) = open_remote(cfg, namespace).await?;
+    // Like `rclone copy` or `git clone`: a missing target folder is created, but only once the
+    // server has answered, so a failed pull leaves nothing behind.
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::Config(format!(
+                "cannot create folder {}: {e} — check the path and permissions",
+                dir.display()
+            ))
+        })?;
+    }
+    let root = canonical_root(dir)?;
     let params = params_of(&info)?;
     let mut state = State::open(&cfg.dirs.state_db())?;
     let folder = state.folder(&root, namespace, &cfg.server)?;

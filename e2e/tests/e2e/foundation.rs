@@ -41,12 +41,14 @@ fn a_pushed_tree_pulls_into_an_empty_folder_identically(backend: Backend) -> Res
         "{pushed}"
     );
 
-    let pulled = b.pull(dst.path())?;
+    // The target folder does not exist yet: pull creates it, as `rclone copy` would.
+    let target = dst.path().join("new/folder");
+    let pulled = b.pull(&target)?;
     assert!(field(&pulled, "files_written") >= 8, "{pulled}");
-    assert_same(src.path(), dst.path())?;
+    assert_same(src.path(), &target)?;
 
     // Nothing changed: a second pull writes nothing, a second push uploads nothing.
-    let again = b.pull(dst.path())?;
+    let again = b.pull(&target)?;
     assert_eq!(field(&again, "files_written"), 0, "{again}");
     let again = a.push(src.path())?;
     assert_eq!(field(&again, "bytes_uploaded"), 0, "{again}");
@@ -215,10 +217,13 @@ fn an_unreachable_server_is_a_clear_error_that_changes_nothing() -> Result<()> {
     );
 
     let dst = tempfile::tempdir()?;
-    assert_ne!(a.run("pull", dst.path())?.status.code(), Some(0));
+    assert_ne!(
+        a.run("pull", &dst.path().join("new"))?.status.code(),
+        Some(0)
+    );
     assert!(
         snapshot(dst.path())?.is_empty(),
-        "a failed pull wrote files"
+        "a failed pull wrote files or folders"
     );
     Ok(())
 }
