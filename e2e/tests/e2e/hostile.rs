@@ -54,6 +54,15 @@ async fn commit_one(
         .expect("one result per item"))
 }
 
+/// What FindMissing says of one chunk in `ns`.
+async fn missing(c: &mut grpc::Client, ns: &str, id: ChunkId) -> Result<Vec<Vec<u8>>> {
+    let req = FindMissingRequest {
+        namespace: ns.into(),
+        chunk_ids: vec![id.to_vec()],
+    };
+    Ok(c.find_missing(req).await?.into_inner().missing)
+}
+
 /// PUTs `body` to a presigned URL.
 async fn put(url: &str, body: Vec<u8>) -> Result<()> {
     let resp = reqwest::Client::new().put(url).body(body).send().await?;
@@ -131,14 +140,7 @@ fn a_chunk_uploaded_with_wrong_bytes_is_refused_and_never_served(backend: Backen
         .await?;
         assert!(!ok, "wrong bytes were accepted");
         assert!(!error.is_empty());
-        let missing = c
-            .find_missing(FindMissingRequest {
-                namespace: "team".into(),
-                chunk_ids: vec![id.to_vec()],
-            })
-            .await?
-            .into_inner()
-            .missing;
+        let missing = missing(&mut c, "team", id).await?;
         assert_eq!(
             missing,
             vec![id.to_vec()],
@@ -236,14 +238,7 @@ fn another_namespace_can_neither_probe_nor_reference_our_chunks(backend: Backend
         assert!(ok);
 
         let mut eve = grpc::connect(&s.url(), &theirs).await?;
-        let missing = eve
-            .find_missing(FindMissingRequest {
-                namespace: "rival".into(),
-                chunk_ids: vec![id.to_vec()],
-            })
-            .await?
-            .into_inner()
-            .missing;
+        let missing = missing(&mut eve, "rival", id).await?;
         assert_eq!(
             missing,
             vec![id.to_vec()],
