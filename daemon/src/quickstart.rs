@@ -25,11 +25,10 @@ pub async fn run(ui: Ui) -> Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let config = cairn_server::ServeConfig {
-        db_path: db.clone(),
-        store: format!("local:{}", base.join("server/blobs").display()),
-        public_url: None,
-    };
+    let config = cairn_server::ServeConfig::new(
+        db.clone(),
+        format!("local:{}", base.join("server/blobs").display()),
+    );
     let server = tokio::spawn(cairn_server::serve(listener, config, async {
         let _ = stopped.await;
     }));

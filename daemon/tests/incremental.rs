@@ -26,11 +26,10 @@ async fn server(base: &Path) -> (Server, String) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let config = cairn_server::ServeConfig {
-        db_path: db,
-        store: format!("local:{}", base.join("server/blobs").display()),
-        public_url: None,
-    };
+    let config = cairn_server::ServeConfig::new(
+        db,
+        format!("local:{}", base.join("server/blobs").display()),
+    );
     let task = tokio::spawn(cairn_server::serve(listener, config, async {
         let _ = stopped.await;
     }));

@@ -2,6 +2,7 @@
 
 pub mod ids;
 pub mod names;
+pub mod units;
 
 pub use ids::{ChunkId, ContentId, IdError, Seq, Version, content_id_of};
 pub use names::{PathError, conflict_copy_name, to_nfc, validate_path, validate_symlink_target};

@@ -54,6 +54,54 @@ pub fn create_token(db: &Path, namespace: &str, device: &str) -> Result<String, 
     Ok(token)
 }
 
+/// A namespace's history and space settings, as `namespace set` changes and shows them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NamespaceSettings {
+    pub name: String,
+    pub retention_ms: i64,
+    /// None: no quota.
+    pub quota_bytes: Option<u64>,
+    /// Current files' total size (what the quota counts).
+    pub logical_bytes: u64,
+}
+
+/// Changes a namespace's retention and/or quota (`Some(None)` removes the quota) and returns the
+/// settings in force afterwards. A lower quota than what is in use refuses only growing commits.
+pub fn set_namespace(
+    db: &Path,
+    name: &str,
+    retention: Option<std::time::Duration>,
+    quota: Option<Option<u64>>,
+) -> Result<NamespaceSettings, Error> {
+    let conn = db::open(db)?;
+    let id = namespace_id(&conn, name)?
+        .ok_or_else(|| Error::NotFound(format!("namespace {name:?} does not exist")))?;
+    if let Some(r) = retention {
+        conn.execute(
+            "UPDATE namespaces SET retention_ms = ?1 WHERE id = ?2",
+            (r.as_millis() as i64, id),
+        )?;
+    }
+    if let Some(q) = quota {
+        conn.execute(
+            "UPDATE namespaces SET quota_bytes = ?1 WHERE id = ?2",
+            (q.map(|b| b as i64), id),
+        )?;
+    }
+    Ok(conn.query_row(
+        "SELECT name, retention_ms, quota_bytes, logical_bytes FROM namespaces WHERE id = ?1",
+        [id],
+        |r| {
+            Ok(NamespaceSettings {
+                name: r.get(0)?,
+                retention_ms: r.get(1)?,
+                quota_bytes: r.get::<_, Option<i64>>(2)?.map(|q| q as u64),
+                logical_bytes: r.get::<_, i64>(3)? as u64,
+            })
+        },
+    )?)
+}
+
 pub(crate) fn namespace_id(conn: &Connection, name: &str) -> Result<Option<i64>> {
     Ok(conn
         .query_row("SELECT id FROM namespaces WHERE name = ?1", [name], |r| {

@@ -20,25 +20,25 @@ use crate::validate::{self, Content};
 pub const MAX_ITEMS: usize = 10_000;
 
 /// Who commits, and when.
-struct Ctx {
-    namespace_id: i64,
-    device: String,
-    now_ms: i64,
+pub(crate) struct Ctx {
+    pub namespace_id: i64,
+    pub device: String,
+    pub now_ms: i64,
 }
 
 /// The newest version of a path.
-struct Current {
-    file_id: i64,
-    version: u64,
-    deleted: bool,
-    kind: i32,
-    content_id: Vec<u8>,
-    symlink_target: String,
-    mode: u32,
-    manifest: Vec<u8>,
-    size: u64,
-    mtime_ns: i64,
-    seq: u64,
+pub(crate) struct Current {
+    pub file_id: i64,
+    pub version: u64,
+    pub deleted: bool,
+    pub kind: i32,
+    pub content_id: Vec<u8>,
+    pub symlink_target: String,
+    pub mode: u32,
+    pub manifest: Vec<u8>,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub seq: u64,
 }
 
 /// Applies `items` in one transaction; returns their results in order and the new head seq when
@@ -80,7 +80,7 @@ pub async fn commit(
     .await
 }
 
-fn max_seq(tx: &Transaction<'_>, ns: i64) -> Result<u64> {
+pub(crate) fn max_seq(tx: &Transaction<'_>, ns: i64) -> Result<u64> {
     let s: Option<i64> = tx.query_row(
         "SELECT MAX(seq) FROM sync_log WHERE namespace_id = ?1",
         [ns],
@@ -89,7 +89,7 @@ fn max_seq(tx: &Transaction<'_>, ns: i64) -> Result<u64> {
     Ok(s.unwrap_or(0) as u64)
 }
 
-fn result(status: CommitStatus, path: &str) -> CommitResult {
+pub(crate) fn result(status: CommitStatus, path: &str) -> CommitResult {
     CommitResult {
         status: status as i32,
         path: path.to_owned(),
@@ -97,10 +97,17 @@ fn result(status: CommitStatus, path: &str) -> CommitResult {
     }
 }
 
-fn rejected(path: &str, error: String) -> CommitResult {
+pub(crate) fn rejected(path: &str, error: String) -> CommitResult {
     CommitResult {
         error,
         ..result(CommitStatus::Rejected, path)
+    }
+}
+
+fn quota_exceeded(path: &str, error: String) -> CommitResult {
+    CommitResult {
+        error,
+        ..result(CommitStatus::QuotaExceeded, path)
     }
 }
 
@@ -127,7 +134,14 @@ fn apply_item(tx: &Transaction<'_>, ctx: &Ctx, item: &CommitItem) -> Result<Comm
     if let Err(m) = check_chunks(tx, ctx.namespace_id, &content)? {
         return Ok(rejected(&item.path, m));
     }
-    apply_put(tx, ctx, &item.path, item.base_version, &content)
+    apply_put(
+        tx,
+        ctx,
+        &item.path,
+        item.base_version,
+        &content,
+        Origin::Edit,
+    )
 }
 
 /// Every chunk must have been verified into this namespace, with the declared length.
@@ -153,7 +167,7 @@ fn check_chunks(tx: &Transaction<'_>, ns: i64, content: &Content) -> Result<Resu
     Ok(Ok(()))
 }
 
-fn current(tx: &Transaction<'_>, ns: i64, path: &str) -> Result<Option<Current>> {
+pub(crate) fn current(tx: &Transaction<'_>, ns: i64, path: &str) -> Result<Option<Current>> {
     let mut stmt = tx.prepare_cached(
         "SELECT f.id, v.version, v.deleted, v.kind, v.content_id, v.symlink_target, v.mode, v.manifest, v.size, v.seq, v.mtime_ns
          FROM files f JOIN versions v ON v.file_id = f.id AND v.version = f.head_version
@@ -190,14 +204,63 @@ pub(crate) fn entry(tx: &rusqlite::Connection, ns: i64, path: &str) -> Result<Op
         .optional()?)
 }
 
+/// Why a version is written, beyond an ordinary edit (for the log).
+#[derive(Clone, Copy)]
+pub(crate) enum Origin<'a> {
+    Edit,
+    Moved { from: &'a str },
+    Conflict { of: &'a str },
+    Restored { version: u64 },
+}
+
+impl Origin<'_> {
+    /// (action, action_detail) as stored in `versions`.
+    fn describe(self, cur: Option<&Current>, tombstone: bool) -> (&'static str, String) {
+        match self {
+            _ if tombstone => ("deleted", String::new()),
+            Origin::Moved { from } => ("moved", from.to_owned()),
+            Origin::Conflict { of } => ("conflict", of.to_owned()),
+            Origin::Restored { version } => ("restored", version.to_string()),
+            Origin::Edit if cur.is_none_or(|c| c.deleted) => ("created", String::new()),
+            Origin::Edit => ("modified", String::new()),
+        }
+    }
+}
+
+/// The quota error for growing the namespace's current files by `delta` bytes, if it would
+/// exceed its quota.
+fn over_quota(tx: &Transaction<'_>, ns: i64, delta: i64) -> Result<Option<String>> {
+    if delta <= 0 {
+        return Ok(None);
+    }
+    let (quota, used): (Option<i64>, i64) = tx.query_row(
+        "SELECT quota_bytes, logical_bytes FROM namespaces WHERE id = ?1",
+        [ns],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok(quota.filter(|q| used + delta > *q).map(|q| {
+        format!(
+            "the namespace's quota is {q} bytes and {used} are in use; this change needs {delta} more — \
+             delete files, or ask the server's admin to raise the quota (`cairn-server namespace set --quota`)"
+        )
+    }))
+}
+
+/// Bytes the current files grow by when `content` replaces `cur` (negative when they shrink).
+fn size_delta(cur: Option<&Current>, content: Option<&Content>) -> i64 {
+    let old = cur.filter(|c| !c.deleted).map_or(0, |c| c.size as i64);
+    content.map_or(0, |c| c.size as i64) - old
+}
+
 /// Appends a version (and its log row) to `path`; `content` None makes a tombstone of `cur`.
 /// Returns (version, seq).
-fn append(
+pub(crate) fn append(
     tx: &Transaction<'_>,
     ctx: &Ctx,
     path: &str,
     cur: Option<&Current>,
     content: Option<&Content>,
+    origin: Origin<'_>,
 ) -> Result<(u64, u64)> {
     let version = cur.map_or(1, |c| c.version + 1);
     let file_id = match cur {
@@ -206,6 +269,10 @@ fn append(
                 "UPDATE files SET head_version = ?1 WHERE id = ?2",
                 (version as i64, c.file_id),
             )?;
+            tx.prepare_cached(
+                "UPDATE versions SET superseded_at_ms = ?1 WHERE file_id = ?2 AND version = ?3",
+            )?
+            .execute((ctx.now_ms, c.file_id, c.version as i64))?;
             c.file_id
         }
         None => {
@@ -244,15 +311,23 @@ fn append(
             true,
         ),
     };
+    let (action, detail) = origin.describe(cur, deleted);
     tx.prepare_cached(
         "INSERT INTO versions (file_id, version, kind, size, mode, mtime_ns, manifest, content_id, symlink_target,
-                               device, committed_at_ms, deleted, seq)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                               device, committed_at_ms, deleted, seq, action, action_detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     )?
     .execute(rusqlite::params![
         file_id, version as i64, kind, size as i64, mode, mtime_ns, manifest, content_id, target,
-        ctx.device, ctx.now_ms, deleted, seq
+        ctx.device, ctx.now_ms, deleted, seq, action, detail
     ])?;
+    let delta = size_delta(cur, content);
+    if delta != 0 {
+        tx.prepare_cached(
+            "UPDATE namespaces SET logical_bytes = logical_bytes + ?1 WHERE id = ?2",
+        )?
+        .execute((delta, ctx.namespace_id))?;
+    }
     if let Some(c) = content {
         let distinct: BTreeSet<_> = c.manifest.iter().map(|(id, _)| *id).collect();
         let mut inc =
@@ -264,7 +339,7 @@ fn append(
     Ok((version, seq as u64))
 }
 
-fn committed(
+pub(crate) fn committed(
     tx: &Transaction<'_>,
     ctx: &Ctx,
     status: CommitStatus,
@@ -281,12 +356,13 @@ fn committed(
     })
 }
 
-fn apply_put(
+pub(crate) fn apply_put(
     tx: &Transaction<'_>,
     ctx: &Ctx,
     path: &str,
     base: u64,
     content: &Content,
+    origin: Origin<'_>,
 ) -> Result<CommitResult> {
     let cur = current(tx, ctx.namespace_id, path)?;
     match &cur {
@@ -312,11 +388,19 @@ fn apply_put(
                     format!("{path:?}: stale base and no usable conflict-copy name"),
                 ));
             };
-            let (v, seq) = append(tx, ctx, &copy, None, Some(content))?;
+            if let Some(m) = over_quota(tx, ctx.namespace_id, size_delta(None, Some(content)))? {
+                return Ok(quota_exceeded(path, m));
+            }
+            let origin = Origin::Conflict { of: path };
+            let (v, seq) = append(tx, ctx, &copy, None, Some(content), origin)?;
             committed(tx, ctx, CommitStatus::Conflict, &copy, v, seq, path)
         }
         _ => {
-            let (v, seq) = append(tx, ctx, path, cur.as_ref(), Some(content))?;
+            let delta = size_delta(cur.as_ref(), Some(content));
+            if let Some(m) = over_quota(tx, ctx.namespace_id, delta)? {
+                return Ok(quota_exceeded(path, m));
+            }
+            let (v, seq) = append(tx, ctx, path, cur.as_ref(), Some(content), origin)?;
             committed(tx, ctx, CommitStatus::Committed, path, v, seq, path)
         }
     }
@@ -351,7 +435,7 @@ fn apply_delete(tx: &Transaction<'_>, ctx: &Ctx, path: &str, base: u64) -> Resul
             path,
         ),
         Some(c) if c.version == base => {
-            let (v, seq) = append(tx, ctx, path, Some(&c), None)?;
+            let (v, seq) = append(tx, ctx, path, Some(&c), None, Origin::Edit)?;
             committed(tx, ctx, CommitStatus::Committed, path, v, seq, path)
         }
         Some(c) => committed(
@@ -409,8 +493,8 @@ fn apply_move(tx: &Transaction<'_>, ctx: &Ctx, item: &CommitItem) -> Result<Comm
         {
             return Ok(rejected(path, m));
         }
-        append(tx, ctx, from, Some(s), None)?;
-        return apply_put(tx, ctx, path, dest_base, &content);
+        append(tx, ctx, from, Some(s), None, Origin::Edit)?;
+        return apply_put(tx, ctx, path, dest_base, &content, Origin::Moved { from });
     }
     let content = match validate::content(path, item.meta.as_ref()) {
         Ok(c) => c,
@@ -424,5 +508,5 @@ fn apply_move(tx: &Transaction<'_>, ctx: &Ctx, item: &CommitItem) -> Result<Comm
     if let Err(m) = check_chunks(tx, ctx.namespace_id, &content)? {
         return Ok(rejected(path, m));
     }
-    apply_put(tx, ctx, path, dest_base, &content)
+    apply_put(tx, ctx, path, dest_base, &content, Origin::Edit)
 }

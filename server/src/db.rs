@@ -9,9 +9,10 @@ use rusqlite_migration::{M, Migrations};
 use crate::error::{Error, Result};
 
 static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
-    Migrations::new(vec![M::up(include_str!(
-        "../../migrations/server/0001_init.sql"
-    ))])
+    Migrations::new(vec![
+        M::up(include_str!("../../migrations/server/0001_init.sql")),
+        M::up(include_str!("../../migrations/server/0002_history.sql")),
+    ])
 });
 
 /// Opens (creating if needed) the database at `path` and applies pending migrations.

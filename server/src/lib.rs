@@ -6,9 +6,12 @@ mod auth;
 mod commit;
 mod db;
 mod error;
+pub mod gc;
+mod history;
 mod hub;
 mod model;
 mod queries;
+pub mod scrub;
 mod service;
 pub mod store;
 mod upload;
@@ -40,6 +43,78 @@ pub struct ServeConfig {
     /// Base URL clients use to reach this server's `/blob/` routes (local store); defaults to
     /// `http://<listener address>`.
     pub public_url: Option<String>,
+    /// How often the background garbage collector runs (retention, then unreferenced chunks);
+    /// `None`: never (run `cairn-server gc` instead).
+    pub gc_interval: Option<Duration>,
+    /// Chunks uploaded, reported present or left unreferenced more recently than this are kept.
+    pub gc_grace: Duration,
+}
+
+impl ServeConfig {
+    /// The defaults `cairn-server serve` uses: GC every hour with a one-day grace period.
+    pub fn new(db_path: PathBuf, store: String) -> Self {
+        Self {
+            db_path,
+            store,
+            public_url: None,
+            gc_interval: Some(Duration::from_secs(3600)),
+            gc_grace: gc::DEFAULT_GRACE,
+        }
+    }
+}
+
+/// Opens the store a `--store` setting names. For the local store this also returns the HTTP
+/// routes that serve its signed URLs (mounted by `serve`; admin commands ignore them).
+pub async fn open_store(
+    spec: StoreSpec,
+    db: &db::Db,
+    base_url: &str,
+) -> anyhow::Result<(DynStore, Option<axum::Router>)> {
+    Ok(match spec {
+        StoreSpec::Local(dir) => {
+            let secret = db
+                .write(|conn| db::secret(conn, "local_store_hmac"))
+                .await?;
+            let local = Arc::new(LocalStore::new(dir, base_url, secret)?);
+            (local.clone(), Some(store::local::router(local)))
+        }
+        StoreSpec::S3 {
+            bucket,
+            endpoint,
+            region,
+        } => {
+            let s3 = S3Store::new(bucket, endpoint, region)?;
+            s3.check().await?;
+            (Arc::new(s3), None)
+        }
+    })
+}
+
+/// Runs one garbage collection against the database and store (`cairn-server gc`).
+pub async fn collect_garbage(
+    db_path: &std::path::Path,
+    store: &str,
+    opts: &gc::GcOptions,
+) -> anyhow::Result<gc::GcReport> {
+    let spec = StoreSpec::parse(store)?;
+    let path = db_path.to_owned();
+    let db = tokio::task::spawn_blocking(move || db::Db::open(&path)).await??;
+    let (store, _) = open_store(spec, &db, "http://127.0.0.1").await?;
+    Ok(gc::run(&db, &*store, opts).await?)
+}
+
+/// Checks stored chunks against their hashes (`cairn-server scrub`); damaged ones are
+/// quarantined for devices to re-upload.
+pub async fn scrub(
+    db_path: &std::path::Path,
+    store: &str,
+    sample: Option<u64>,
+) -> anyhow::Result<scrub::ScrubReport> {
+    let spec = StoreSpec::parse(store)?;
+    let path = db_path.to_owned();
+    let db = tokio::task::spawn_blocking(move || db::Db::open(&path)).await??;
+    let (store, _) = open_store(spec, &db, "http://127.0.0.1").await?;
+    Ok(scrub::run(&db, &*store, sample).await?)
 }
 
 /// Serves gRPC (h2c) and, for the local store, the signed `/blob/{key}` HTTP routes on one
@@ -58,26 +133,22 @@ pub async fn serve(
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
 
-    let (store, blob_routes): (DynStore, Option<axum::Router>) = match spec {
-        StoreSpec::Local(dir) => {
-            let secret = db
-                .write(|conn| db::secret(conn, "local_store_hmac"))
-                .await?;
-            let local = Arc::new(LocalStore::new(dir, &base_url, secret)?);
-            (local.clone(), Some(store::local::router(local)))
-        }
-        StoreSpec::S3 {
-            bucket,
-            endpoint,
-            region,
-        } => {
-            let s3 = S3Store::new(bucket, endpoint, region)?;
-            s3.check().await?;
-            (Arc::new(s3), None)
-        }
-    };
+    let (store, blob_routes) = open_store(spec, &db, &base_url).await?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    if let Some(every) = config.gc_interval {
+        let opts = gc::GcOptions {
+            grace: config.gc_grace,
+            drop_before_ms: None,
+        };
+        tokio::spawn(collector(
+            db.clone(),
+            store.clone(),
+            every,
+            opts,
+            stop_rx.clone(),
+        ));
+    }
     let shared = Arc::new(service::Shared {
         db,
         store,
@@ -106,4 +177,27 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// The background collector: one GC run every `every` until shutdown. A failed run (the store
+/// unreachable, say) is logged and retried at the next tick; nothing it leaves half done is lost
+/// (see `gc`).
+async fn collector(
+    db: db::Db,
+    store: DynStore,
+    every: Duration,
+    opts: gc::GcOptions,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if let Err(e) = gc::run(&db, &*store, &opts).await {
+            tracing::warn!(error = %e, "garbage collection failed; retrying at the next interval");
+        }
+    }
 }

@@ -4,6 +4,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -30,6 +31,44 @@ enum Command {
         /// Base URL clients reach this server at, for local-store blob URLs.
         #[arg(long)]
         public_url: Option<String>,
+        /// How often the background garbage collector runs (`0s`: never; run `cairn-server gc`).
+        #[arg(long, default_value = "1h", value_parser = cairn_proto::units::parse_duration)]
+        gc_interval: Duration,
+        /// Chunks uploaded, reported present or left unreferenced more recently than this are
+        /// never collected (it must exceed the longest gap between a client's upload and commit).
+        #[arg(long, default_value = "24h", value_parser = cairn_proto::units::parse_duration)]
+        gc_grace: Duration,
+    },
+    /// Garbage collection, once: drop versions past retention, then delete chunks and objects no
+    /// retained version references. Safe while `serve` runs.
+    Gc {
+        #[arg(long)]
+        db: PathBuf,
+        #[arg(long)]
+        store: String,
+        /// As `serve --gc-grace`.
+        #[arg(long, default_value = "24h", value_parser = cairn_proto::units::parse_duration)]
+        grace: Duration,
+        /// Also drop versions that stopped being current before this time (RFC 3339, or ms since
+        /// the epoch), whatever the namespaces' retention says.
+        #[arg(long, value_name = "TIME")]
+        drop_before: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-read stored chunks and check their BLAKE3; damaged ones are quarantined and devices
+    /// that hold the data upload them again. Exits 1 when damage was found.
+    Scrub {
+        #[arg(long)]
+        db: PathBuf,
+        #[arg(long)]
+        store: String,
+        /// Check this many objects, chosen at random, instead of all.
+        #[arg(long, value_name = "N")]
+        sample: Option<u64>,
+        #[arg(long)]
+        json: bool,
     },
     /// Namespaces (synced trees).
     Namespace {
@@ -50,6 +89,19 @@ enum NamespaceCommand {
         name: String,
         #[arg(long)]
         db: PathBuf,
+    },
+    /// Change (and show) a namespace's retention and quota.
+    Set {
+        name: String,
+        #[arg(long)]
+        db: PathBuf,
+        /// How long a version is kept after it stopped being current (default for new
+        /// namespaces: 30d).
+        #[arg(long, value_parser = cairn_proto::units::parse_duration)]
+        retention: Option<Duration>,
+        /// Limit on the current files' total size, e.g. 50GiB; `none` removes it.
+        #[arg(long, value_name = "SIZE|none")]
+        quota: Option<String>,
     },
 }
 
@@ -74,7 +126,7 @@ fn main() -> ExitCode {
         )
         .init();
     match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("cairn-server: error: {e:#}");
             ExitCode::FAILURE
@@ -82,33 +134,117 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve {
             listen,
             db,
             store,
             public_url,
+            gc_interval,
+            gc_grace,
         } => {
             // Settings are checked before the address is printed, so a bad one fails first.
             cairn_server::store::StoreSpec::parse(&store)?;
             cairn_server::admin::init_db(&db)?;
             let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(serve(
-                listen,
-                cairn_server::ServeConfig {
-                    db_path: db,
-                    store,
-                    public_url,
-                },
-            ))
+            let config = cairn_server::ServeConfig {
+                public_url,
+                gc_interval: (!gc_interval.is_zero()).then_some(gc_interval),
+                gc_grace,
+                ..cairn_server::ServeConfig::new(db, store)
+            };
+            rt.block_on(serve(listen, config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Gc {
+            db,
+            store,
+            grace,
+            drop_before,
+            json,
+        } => {
+            let drop_before_ms = drop_before.as_deref().map(parse_time).transpose()?;
+            let opts = cairn_server::gc::GcOptions {
+                grace,
+                drop_before_ms,
+            };
+            let rt = tokio::runtime::Runtime::new()?;
+            let r = rt.block_on(cairn_server::collect_garbage(&db, &store, &opts))?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                eprintln!(
+                    "dropped {} old versions; deleted {} chunks ({} bytes) and {} objects ({} bytes); {} expired staging uploads",
+                    r.versions_dropped,
+                    r.chunks_deleted,
+                    r.chunk_bytes_freed,
+                    r.objects_deleted,
+                    r.object_bytes_freed,
+                    r.staging_deleted
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Scrub {
+            db,
+            store,
+            sample,
+            json,
+        } => {
+            let rt = tokio::runtime::Runtime::new()?;
+            let r = rt.block_on(cairn_server::scrub(&db, &store, sample))?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                eprintln!(
+                    "checked {} objects, {} chunks, {} bytes",
+                    r.objects_checked, r.chunks_checked, r.bytes_checked
+                );
+                for b in &r.damaged {
+                    eprintln!("DAMAGED chunk {} in {}: {}", b.chunk, b.object, b.reason);
+                }
+                if !r.damaged.is_empty() {
+                    eprintln!(
+                        "{} damaged chunks quarantined ({} current files hold them); devices that have the data upload it again on their next sync",
+                        r.damaged.len(),
+                        r.files_affected
+                    );
+                }
+            }
+            Ok(if r.damaged.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Namespace {
             command: NamespaceCommand::Create { name, db },
         } => {
             cairn_server::admin::create_namespace(&db, &name)?;
             eprintln!("created namespace {name:?}");
-            Ok(())
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Namespace {
+            command:
+                NamespaceCommand::Set {
+                    name,
+                    db,
+                    retention,
+                    quota,
+                },
+        } => {
+            let quota = quota
+                .map(|q| match q.as_str() {
+                    "none" => Ok(None),
+                    s => cairn_proto::units::parse_size(s)
+                        .map(Some)
+                        .map_err(|e| anyhow::anyhow!("--quota {e}")),
+                })
+                .transpose()?;
+            let s = cairn_server::admin::set_namespace(&db, &name, retention, quota)?;
+            println!("{}", serde_json::to_string(&s)?);
+            Ok(ExitCode::SUCCESS)
         }
         Command::Token {
             command:
@@ -120,9 +256,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let token = cairn_server::admin::create_token(&db, &namespace, &device)?;
             println!("{token}");
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// RFC 3339 (`2026-11-23T10:00:00Z`) or milliseconds since the Unix epoch.
+fn parse_time(s: &str) -> anyhow::Result<i64> {
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| anyhow::anyhow!("--drop-before {s:?}: not RFC 3339 or epoch ms ({e})"))?;
+    Ok((t.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 
 async fn serve(listen: SocketAddr, config: cairn_server::ServeConfig) -> anyhow::Result<()> {

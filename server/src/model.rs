@@ -38,7 +38,7 @@ pub fn decode_manifest(blob: &[u8]) -> Result<Vec<(ChunkId, u32)>> {
 
 /// The columns `entry_from_row` reads, for `files f JOIN versions v`.
 pub const ENTRY_COLUMNS: &str = "f.path, v.version, v.kind, v.size, v.mode, v.mtime_ns, v.manifest, \
-     v.content_id, v.symlink_target, v.device, v.committed_at_ms, v.deleted, v.seq";
+     v.content_id, v.symlink_target, v.device, v.committed_at_ms, v.deleted, v.seq, v.action, v.action_detail";
 
 /// An `Entry` from a row selected with `ENTRY_COLUMNS`; the manifest only when asked for.
 pub fn entry_from_row(row: &Row<'_>, with_manifest: bool) -> rusqlite::Result<Entry> {
@@ -57,10 +57,24 @@ pub fn entry_from_row(row: &Row<'_>, with_manifest: bool) -> rusqlite::Result<En
     } else {
         Vec::new()
     };
+    let version = row.get::<_, i64>(1)? as u64;
+    let deleted: bool = row.get(11)?;
+    let mut action: String = row.get(13)?;
+    if action.is_empty() {
+        // Written before actions were recorded.
+        action = match (deleted, version) {
+            (true, _) => "deleted",
+            (false, 1) => "created",
+            (false, _) => "modified",
+        }
+        .to_owned();
+    }
     Ok(Entry {
         path: row.get(0)?,
-        version: row.get::<_, i64>(1)? as u64,
-        deleted: row.get(11)?,
+        version,
+        deleted,
+        action,
+        action_detail: row.get(14)?,
         meta: Some(FileMeta {
             kind: row.get(2)?,
             size: row.get::<_, i64>(3)? as u64,

@@ -74,20 +74,57 @@ pub async fn find_missing(db: &Db, ns: i64, ids: Vec<Vec<u8>>) -> Result<Vec<Vec
             ChunkId::from_slice(b).map_err(|e| Error::InvalidArgument(format!("chunk id: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
-    db.read(move |conn| {
-        let mut stmt = conn.prepare_cached(
-            "SELECT 1 FROM namespace_chunks WHERE namespace_id = ?1 AND chunk_id = ?2",
-        )?;
-        let mut seen = std::collections::HashSet::new();
-        let mut missing = Vec::new();
-        for id in ids {
-            if seen.insert(id) && !stmt.exists((ns, &id.as_bytes()[..]))? {
-                missing.push(id.to_vec());
+    let (missing, unreferenced) = db
+        .read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT c.refcount FROM namespace_chunks nc JOIN chunks c ON c.id = nc.chunk_id
+                 WHERE nc.namespace_id = ?1 AND nc.chunk_id = ?2",
+            )?;
+            let mut seen = std::collections::HashSet::new();
+            let mut missing = Vec::new();
+            let mut unreferenced = Vec::new();
+            for id in ids {
+                if !seen.insert(id) {
+                    continue;
+                }
+                match stmt
+                    .query_row((ns, &id.as_bytes()[..]), |r| r.get::<_, i64>(0))
+                    .optional()?
+                {
+                    None => missing.push(id.to_vec()),
+                    Some(0) => unreferenced.push(id),
+                    Some(_) => {}
+                }
             }
-        }
-        Ok(missing)
-    })
-    .await
+            Ok((missing, unreferenced))
+        })
+        .await?;
+    let mut missing = missing;
+    if !unreferenced.is_empty() {
+        // Reported present, so the caller will commit without uploading them: keep the garbage
+        // collector off these for its grace period. (Referenced chunks need no such write.) One
+        // collected between our read and this write is reported missing after all.
+        let vanished = db
+            .write(move |conn| {
+                let tx = conn.transaction()?;
+                let now = crate::db::now_ms();
+                let mut touch = tx.prepare_cached(
+                    "UPDATE chunks SET touched_at_ms = MAX(touched_at_ms, ?2) WHERE id = ?1",
+                )?;
+                let mut vanished = Vec::new();
+                for id in &unreferenced {
+                    if touch.execute((&id.as_bytes()[..], now))? == 0 {
+                        vanished.push(id.to_vec());
+                    }
+                }
+                drop(touch);
+                tx.commit()?;
+                Ok(vanished)
+            })
+            .await?;
+        missing.extend(vanished);
+    }
+    Ok(missing)
 }
 
 /// One page of the tree in path byte order, and the head seq read in the same snapshot.

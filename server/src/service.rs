@@ -16,7 +16,7 @@ use crate::db::Db;
 use crate::error::Result;
 use crate::hub::Hub;
 use crate::store::DynStore;
-use crate::{commit, queries, upload};
+use crate::{commit, history, queries, upload};
 
 /// The longest a ListChanges long-poll waits.
 const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -189,6 +189,69 @@ impl Cairn for Service {
             queries::list_versions(&self.shared.db, caller.namespace_id, req.into_inner().path)
                 .await?;
         Ok(Response::new(ListVersionsResponse { versions }))
+    }
+
+    async fn list_log(&self, req: Request<ListLogRequest>) -> Rpc<ListLogResponse> {
+        let caller = self.caller(&req, &req.get_ref().namespace).await?;
+        let r = req.into_inner();
+        let (entries, next_before_seq) = history::log(
+            &self.shared.db,
+            caller.namespace_id,
+            r.path,
+            r.before_seq,
+            r.limit,
+        )
+        .await?;
+        Ok(Response::new(ListLogResponse {
+            entries,
+            next_before_seq,
+        }))
+    }
+
+    async fn list_trash(&self, req: Request<ListTrashRequest>) -> Rpc<ListTrashResponse> {
+        let caller = self.caller(&req, &req.get_ref().namespace).await?;
+        let r = req.into_inner();
+        let items = history::trash(&self.shared.db, caller.namespace_id, r.path, r.limit).await?;
+        Ok(Response::new(ListTrashResponse { items }))
+    }
+
+    async fn restore(&self, req: Request<RestoreRequest>) -> Rpc<RestoreResponse> {
+        let caller = self.caller(&req, &req.get_ref().namespace).await?;
+        let r = req.into_inner();
+        let spec = history::RestoreSpec {
+            path: r.path,
+            version: r.version,
+            at_ms: r.at_ms,
+            dry_run: r.dry_run,
+        };
+        let ns = caller.namespace_id;
+        let (results, head) = history::restore(&self.shared.db, ns, caller.device, spec).await?;
+        if let Some(seq) = head {
+            self.shared.hub.notify(ns, seq);
+        }
+        let head_seq = match head {
+            Some(s) => s,
+            None => {
+                self.shared
+                    .db
+                    .read(move |conn| queries::head_seq(conn, ns))
+                    .await?
+            }
+        };
+        Ok(Response::new(RestoreResponse { results, head_seq }))
+    }
+
+    async fn get_usage(&self, req: Request<GetUsageRequest>) -> Rpc<Usage> {
+        let caller = self.caller(&req, &req.get_ref().namespace).await?;
+        Ok(Response::new(
+            history::usage(&self.shared.db, caller.namespace_id).await?,
+        ))
+    }
+
+    async fn list_wanted(&self, req: Request<ListWantedRequest>) -> Rpc<ListWantedResponse> {
+        let caller = self.caller(&req, &req.get_ref().namespace).await?;
+        let chunks = history::wanted(&self.shared.db, caller.namespace_id).await?;
+        Ok(Response::new(ListWantedResponse { chunks }))
     }
 }
 

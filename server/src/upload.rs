@@ -299,8 +299,11 @@ async fn fail(
     Ok(outcome(upload_id, Some(msg)))
 }
 
-/// Stores the verified object under its content key (unless every chunk is already stored, or
-/// that object already exists) and records chunks and namespace membership in one transaction.
+/// Records the verified chunks. Chunks already stored (by anyone) only gain this namespace's
+/// membership; otherwise the object is written under a fresh content key and its new chunks point
+/// into it. Keys are never reused, so a garbage collector deleting an old object with the same
+/// bytes can never delete this one. The decision is re-checked inside the write transaction: a
+/// chunk collected between the read and the write sends us back to storing the object.
 async fn promote(
     db: &Db,
     store: &dyn BlobStore,
@@ -310,49 +313,127 @@ async fn promote(
     bytes: Bytes,
     hash: blake3::Hash,
 ) -> Result<()> {
-    let key = store::content_key(&hash);
-    let (ids, k) = (p.chunks.clone(), key.clone());
-    let (all_stored, object_known) = db
+    let ids = p.chunks.clone();
+    let mut all_stored = db
         .read(move |conn| {
             let mut stmt = conn.prepare_cached("SELECT 1 FROM chunks WHERE id = ?1")?;
             let mut all = true;
             for (id, _) in &ids {
                 all &= stmt.exists([&id.as_bytes()[..]])?;
             }
-            let known = conn
-                .prepare_cached("SELECT 1 FROM objects WHERE key = ?1")?
-                .exists([&k])?;
-            Ok((all, known))
+            Ok(all)
         })
         .await?;
-    if !all_stored && !object_known {
-        store.put(&key, bytes).await?;
+    loop {
+        let key = if all_stored {
+            None
+        } else {
+            let key = store::content_key(&hash);
+            store.put(&key, bytes.clone()).await?;
+            Some(key)
+        };
+        let (chunks, id, size, k) = (
+            p.chunks.clone(),
+            upload_id.to_owned(),
+            p.length,
+            key.clone(),
+        );
+        let outcome = db
+            .write(move |conn| record(conn, ns, &id, size, &chunks, k.as_deref()))
+            .await?;
+        match outcome {
+            Recorded::Done => return Ok(()),
+            Recorded::Unused => {
+                // Another upload stored every chunk first: ours holds nothing anyone points at.
+                if let Some(key) = key
+                    && let Err(e) = store.delete(&key).await
+                {
+                    tracing::warn!(error = %e, key, "could not delete an unused object");
+                }
+                return Ok(());
+            }
+            Recorded::Collected => all_stored = false,
+        }
     }
-    let (chunks, id, size) = (p.chunks.clone(), upload_id.to_owned(), p.length);
-    db.write(move |conn| {
-        let tx = conn.transaction()?;
-        if !all_stored {
-            tx.execute("INSERT OR IGNORE INTO objects (key, size) VALUES (?1, ?2)", (&key, size as i64))?;
-            let object_id: i64 = tx.query_row("SELECT id FROM objects WHERE key = ?1", [&key], |r| r.get(0))?;
-            let mut ins = tx.prepare_cached(
-                "INSERT OR IGNORE INTO chunks (id, object_id, offset, length, refcount) VALUES (?1, ?2, ?3, ?4, 0)",
-            )?;
-            let mut offset = 0i64;
-            for (cid, len) in &chunks {
-                ins.execute((&cid.as_bytes()[..], object_id, offset, len))?;
-                offset += i64::from(*len);
+}
+
+enum Recorded {
+    Done,
+    /// Stored an object none of whose chunks was new.
+    Unused,
+    /// Some chunk was garbage-collected since we looked: store the object after all.
+    Collected,
+}
+
+fn record(
+    conn: &mut rusqlite::Connection,
+    ns: i64,
+    upload_id: &str,
+    size: u64,
+    chunks: &[(ChunkId, u32)],
+    key: Option<&str>,
+) -> Result<Recorded> {
+    let now = db::now_ms();
+    let tx = conn.transaction()?;
+    let mut outcome = Recorded::Done;
+    match key {
+        None => {
+            let mut exists = tx.prepare_cached("SELECT 1 FROM chunks WHERE id = ?1")?;
+            for (cid, _) in chunks {
+                if !exists.exists([&cid.as_bytes()[..]])? {
+                    return Ok(Recorded::Collected);
+                }
             }
         }
-        let mut member = tx.prepare_cached("INSERT OR IGNORE INTO namespace_chunks (namespace_id, chunk_id) VALUES (?1, ?2)")?;
-        for (cid, _) in &chunks {
-            member.execute((ns, &cid.as_bytes()[..]))?;
+        Some(key) => {
+            tx.execute(
+                "INSERT INTO objects (key, size) VALUES (?1, ?2)",
+                (key, size as i64),
+            )?;
+            let object_id = tx.last_insert_rowid();
+            let mut ins = tx.prepare_cached(
+                "INSERT OR IGNORE INTO chunks (id, object_id, offset, length, refcount, touched_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, COALESCE((SELECT refcount FROM quarantine WHERE chunk_id = ?1), 0), ?5)",
+            )?;
+            let mut healed = tx.prepare_cached("DELETE FROM quarantine WHERE chunk_id = ?1")?;
+            let mut refs = tx.prepare_cached("DELETE FROM quarantine_refs WHERE chunk_id = ?1")?;
+            let mut offset = 0i64;
+            let mut inserted = 0;
+            for (cid, len) in chunks {
+                let id = &cid.as_bytes()[..];
+                if ins.execute((id, object_id, offset, len, now))? == 1 {
+                    inserted += 1;
+                    if healed.execute([id])? == 1 {
+                        refs.execute([id])?;
+                        tracing::info!(chunk = %cid, "a quarantined chunk was uploaded again: healed");
+                    }
+                }
+                offset += i64::from(*len);
+            }
+            drop((ins, healed, refs));
+            if inserted == 0 {
+                tx.execute("DELETE FROM objects WHERE id = ?1", [object_id])?;
+                outcome = Recorded::Unused;
+            }
         }
-        drop(member);
-        tx.execute("UPDATE uploads SET state = 'done' WHERE upload_id = ?1", [&id])?;
-        tx.commit()?;
-        Ok(())
-    })
-    .await
+    }
+    // Uploaded chunks are protected from the collector for its grace period: the commit that
+    // will reference them is on its way.
+    let mut touch = tx.prepare_cached("UPDATE chunks SET touched_at_ms = ?2 WHERE id = ?1")?;
+    let mut member = tx.prepare_cached(
+        "INSERT OR IGNORE INTO namespace_chunks (namespace_id, chunk_id) VALUES (?1, ?2)",
+    )?;
+    for (cid, _) in chunks {
+        touch.execute((&cid.as_bytes()[..], now))?;
+        member.execute((ns, &cid.as_bytes()[..]))?;
+    }
+    drop((touch, member));
+    tx.execute(
+        "UPDATE uploads SET state = 'done' WHERE upload_id = ?1",
+        [upload_id],
+    )?;
+    tx.commit()?;
+    Ok(outcome)
 }
 
 #[cfg(test)]

@@ -35,11 +35,7 @@ impl TestServer {
         admin::create_namespace(&db, NS).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let config = ServeConfig {
-            db_path: db.clone(),
-            store: test_store(&dir),
-            public_url: None,
-        };
+        let config = ServeConfig::new(db.clone(), test_store(&dir));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             ::cairn_server::serve(listener, config, async {

@@ -91,9 +91,15 @@ impl StoreSpec {
     }
 }
 
-/// The content key of a verified object: named by the BLAKE3 hash of its whole bytes.
+/// A fresh content key for a verified object: the BLAKE3 hash of its bytes (for humans and
+/// scrub reports) and a random suffix, so a key is never reused after garbage collection deleted
+/// an object with the same bytes.
 pub fn content_key(hash: &blake3::Hash) -> String {
-    format!("objects/{}", hash.to_hex())
+    format!(
+        "objects/{}-{}",
+        hash.to_hex(),
+        hex::encode(rand::random::<[u8; 8]>())
+    )
 }
 
 /// A fresh, unguessable staging key.
