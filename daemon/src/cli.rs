@@ -46,8 +46,17 @@ pub enum Command {
     Push(FolderArgs),
     /// Download the namespace's changes into DIR (one shot).
     Pull(FolderArgs),
-    /// List the versions of one file, newest first.
+    /// List the retained versions of one file, newest first.
     Versions(VersionsArgs),
+    /// Recent changes under PATH (default: the current folder): when, which device, what.
+    Log(LogArgs),
+    /// Make an old version current again (no data is copied), undelete a file, or bring a
+    /// folder back to how it was at a time (`--at`). The local folder follows.
+    Restore(RestoreArgs),
+    /// Deleted files that can still be restored (`cairn restore PATH`).
+    Trash(TrashArgs),
+    /// The namespace's size: current files, stored bytes, dedup savings, old versions, quota.
+    Usage(UsageArgs),
     /// Sync DIR continuously with the namespace (writes the `.cairn` root marker).
     Add(FolderArgs),
     /// Stop syncing DIR (its files stay).
@@ -91,8 +100,57 @@ pub struct FolderArgs {
 
 #[derive(Debug, Args)]
 pub struct VersionsArgs {
-    /// The file's path inside the namespace (e.g. docs/report.pdf).
+    /// The file: a local path inside a synced folder, or with --namespace a path inside the
+    /// namespace (e.g. docs/report.pdf).
     pub file: String,
+    /// The namespace FILE is a path in (default: the synced folder FILE is in).
     #[arg(long, short = 'n')]
-    pub namespace: String,
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// A file or folder: a local path inside a synced folder, or with --namespace a path inside
+    /// the namespace. Default: the current directory (with --namespace: the whole namespace).
+    pub path: Option<String>,
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+    /// At most this many entries.
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// A file or folder (a local path inside a synced folder, or with --namespace a path in it).
+    pub path: String,
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+    /// Restore this version of the file (see `cairn versions`).
+    #[arg(long, conflicts_with = "at")]
+    pub version: Option<u64>,
+    /// Restore the file or folder as it was at this time: "2h ago", "2026-11-23T10:00:00Z",
+    /// "2026-11-23 10:00" (UTC) or "@EPOCH_SECONDS". For a folder, files created since are
+    /// deleted and deleted ones come back. Without --version or --at: undelete.
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+    /// Say what would change, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TrashArgs {
+    /// Only under this folder (default: the current one; with --namespace: all of it).
+    pub path: Option<String>,
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    /// A path inside the synced folder whose namespace to measure (default: the current one).
+    pub path: Option<String>,
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
 }

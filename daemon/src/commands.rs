@@ -56,6 +56,10 @@ pub struct PushSummary {
     pub committed: u64,
     pub deleted: u64,
     pub conflicts: u64,
+    /// Changes refused because the namespace's quota would be exceeded (exit code 12).
+    pub quota_exceeded: u64,
+    /// Chunks the server had lost (scrub) that this push uploaded again from local files.
+    pub chunks_healed: u64,
     pub seconds: f64,
     pub errors: Vec<String>,
 }
@@ -189,6 +193,16 @@ pub async fn push(cfg: &Config, dir: &Path, namespace: &str, ui: Ui) -> Result<P
     };
     let mut stats = exec.run(&ops, &mut scanned).await?;
     up_bar.finish_and_clear();
+    let healed = match crate::heal::heal(&remote, &root, &state.synced(folder)?, params).await {
+        Ok(h) => h.healed,
+        Err(e) => {
+            errors.push(Error::path(
+                "(healing lost chunks)",
+                format!("{e}; the next push tries again"),
+            ));
+            0
+        }
+    };
     state.set_device_and_cursor(folder, &info.device, head.max(state.cursor(folder)?))?;
     errors.append(&mut stats.errors);
     Ok(PushSummary {
@@ -202,6 +216,8 @@ pub async fn push(cfg: &Config, dir: &Path, namespace: &str, ui: Ui) -> Result<P
         committed: stats.committed,
         deleted: stats.deleted,
         conflicts: stats.conflicts,
+        quota_exceeded: stats.quota_exceeded,
+        chunks_healed: healed,
         seconds: started.elapsed().as_secs_f64(),
         errors: errors.iter().map(ToString::to_string).collect(),
     })
@@ -287,16 +303,4 @@ pub async fn pull(cfg: &Config, dir: &Path, namespace: &str, ui: Ui) -> Result<P
         seconds: started.elapsed().as_secs_f64(),
         errors: errors.iter().map(ToString::to_string).collect(),
     })
-}
-
-/// All versions of one path, newest first.
-pub async fn versions(
-    cfg: &Config,
-    namespace: &str,
-    file: &str,
-) -> Result<Vec<cairn_proto::pb::Entry>> {
-    let path = cairn_proto::to_nfc(file.trim_start_matches("./"));
-    validate_path(&path).map_err(|e| Error::path(&path, e))?;
-    let remote = Remote::connect(cfg, namespace).await?;
-    remote.list_versions(&path).await
 }

@@ -13,6 +13,8 @@ pub mod cache;
 pub mod commands;
 pub mod download;
 pub mod events;
+pub mod heal;
+pub mod history;
 pub mod ignore_rules;
 pub mod live;
 pub mod localfs;

@@ -6,6 +6,7 @@ use cairn::cli::{Cli, Command};
 use cairn::commands::{self, Ui};
 use cairn::config::Config;
 use cairn::error::{Error, exit};
+use cairn::history;
 use clap::Parser;
 
 mod quickstart;
@@ -78,7 +79,12 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 s.conflicts,
                 s.seconds
             );
-            Ok(report(ui, &s, &human, &s.errors))
+            let code = report(ui, &s, &human, &s.errors);
+            Ok(if s.quota_exceeded > 0 {
+                exit::REFUSED
+            } else {
+                code
+            })
         }
         Command::Pull(a) => {
             let s = rt.block_on(commands::pull(&cfg, &a.dir, &a.namespace, ui))?;
@@ -160,37 +166,29 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Quickstart => unreachable!("quickstart returns before the config is resolved"),
         Command::Versions(a) => {
-            let versions = rt.block_on(commands::versions(&cfg, &a.namespace, &a.file))?;
-            if ui.json {
-                let list: Vec<_> = versions
-                    .iter()
-                    .map(|v| {
-                        let meta = v.meta.clone().unwrap_or_default();
-                        serde_json::json!({
-                            "path": v.path, "version": v.version, "deleted": v.deleted, "size": meta.size,
-                            "device": v.device, "committed_at_ms": v.committed_at_ms, "content_id": hex::encode(&v.content_id),
-                        })
-                    })
-                    .collect();
-                println!(
-                    "{}",
-                    serde_json::json!({ "path": a.file, "versions": list })
-                );
-            } else {
-                for v in &versions {
-                    let meta = v.meta.clone().unwrap_or_default();
-                    let what = if v.deleted {
-                        "deleted".to_owned()
-                    } else {
-                        format!("{} bytes", meta.size)
-                    };
-                    println!(
-                        "v{}\t{}\t{}\t{}",
-                        v.version, v.committed_at_ms, v.device, what
-                    );
-                }
-            }
-            Ok(exit::OK)
+            let t = history::resolve(&cfg, Some(&a.file), a.namespace.as_deref())?;
+            Ok(rt.block_on(history::versions(&cfg, &t, ui))?)
+        }
+        Command::Log(a) => {
+            let t = history::resolve(&cfg, a.path.as_deref(), a.namespace.as_deref())?;
+            Ok(rt.block_on(history::log(&cfg, &t, a.limit, ui))?)
+        }
+        Command::Restore(a) => {
+            let t = history::resolve(&cfg, Some(&a.path), a.namespace.as_deref())?;
+            let args = history::RestoreArgs {
+                version: a.version,
+                at: a.at.clone(),
+                dry_run: a.dry_run,
+            };
+            Ok(rt.block_on(history::restore(&cfg, &t, &args, ui))?)
+        }
+        Command::Trash(a) => {
+            let t = history::resolve(&cfg, a.path.as_deref(), a.namespace.as_deref())?;
+            Ok(rt.block_on(history::trash(&cfg, &t, ui))?)
+        }
+        Command::Usage(a) => {
+            let t = history::resolve(&cfg, a.path.as_deref(), a.namespace.as_deref())?;
+            Ok(rt.block_on(history::usage(&cfg, &t, ui))?)
         }
     }
 }

@@ -310,6 +310,81 @@ impl Remote {
             .versions)
     }
 
+    /// Log entries under `path` ("" for all), newest first, before `before_seq` (0: newest).
+    pub async fn list_log(
+        &self,
+        path: &str,
+        before_seq: u64,
+        limit: u32,
+    ) -> Result<pb::ListLogResponse> {
+        let req = pb::ListLogRequest {
+            namespace: self.namespace.clone(),
+            path: path.to_owned(),
+            before_seq,
+            limit,
+        };
+        self.unary(
+            "ListLog",
+            req,
+            |mut c, r| async move { c.list_log(r).await },
+        )
+        .await
+    }
+
+    pub async fn list_trash(&self, path: &str) -> Result<Vec<pb::TrashItem>> {
+        let req = pb::ListTrashRequest {
+            namespace: self.namespace.clone(),
+            path: path.to_owned(),
+            limit: 0,
+        };
+        Ok(self
+            .unary(
+                "ListTrash",
+                req,
+                |mut c, r| async move { c.list_trash(r).await },
+            )
+            .await?
+            .items)
+    }
+
+    /// Not retried: a restore is not idempotent (a second one would add another version).
+    pub async fn restore(&self, req: pb::RestoreRequest) -> Result<pb::RestoreResponse> {
+        let req = pb::RestoreRequest {
+            namespace: self.namespace.clone(),
+            ..req
+        };
+        let mut client = self.client.clone();
+        client
+            .restore(req)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| Error::rpc("Restore", s, &self.server))
+    }
+
+    pub async fn get_usage(&self) -> Result<pb::Usage> {
+        let req = pb::GetUsageRequest {
+            namespace: self.namespace.clone(),
+        };
+        self.unary(
+            "GetUsage",
+            req,
+            |mut c, r| async move { c.get_usage(r).await },
+        )
+        .await
+    }
+
+    pub async fn list_wanted(&self) -> Result<Vec<pb::WantedChunk>> {
+        let req = pb::ListWantedRequest {
+            namespace: self.namespace.clone(),
+        };
+        Ok(self
+            .unary("ListWanted", req, |mut c, r| async move {
+                c.list_wanted(r).await
+            })
+            .await?
+            .chunks)
+    }
+
     /// PUTs exactly `body` (with Content-Length) to a presigned URL.
     pub async fn put(&self, url: &str, body: Bytes) -> Result<()> {
         retry("upload", || {

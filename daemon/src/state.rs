@@ -13,6 +13,17 @@ use crate::tree::{Content, Kind, Stat, SyncedEntry, SyncedTree, is_exec};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FolderId(pub i64);
 
+/// One folder this device knows (`State::all_folders`).
+#[derive(Debug, Clone)]
+pub struct FolderRow {
+    pub id: FolderId,
+    pub root: PathBuf,
+    pub namespace: String,
+    pub server: String,
+    /// Synced by the daemon (`cairn add`), not only by one-shot push/pull.
+    pub live: bool,
+}
+
 /// A change to one folder's synced tree.
 #[derive(Clone, Debug)]
 pub enum SyncedChange {
@@ -125,6 +136,27 @@ impl State {
                     r.get(2)?,
                     r.get(3)?,
                 ))
+            })
+            .map_err(self.err())?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(self.err())
+    }
+
+    /// Every folder this device ever pushed, pulled or synced.
+    pub fn all_folders(&self) -> Result<Vec<FolderRow>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, root, namespace, server, live FROM folders ORDER BY root")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(FolderRow {
+                    id: FolderId(r.get(0)?),
+                    root: PathBuf::from(r.get::<_, String>(1)?),
+                    namespace: r.get(2)?,
+                    server: r.get(3)?,
+                    live: r.get(4)?,
+                })
             })
             .map_err(self.err())?;
         rows.collect::<rusqlite::Result<Vec<_>>>()

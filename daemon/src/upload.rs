@@ -34,6 +34,12 @@ pub struct PushStats {
     pub conflicts: u64,
     /// Local renames committed as moves (no chunk travelled).
     pub moved: u64,
+    /// Changes the server refused because the namespace's quota would be exceeded.
+    pub quota_exceeded: u64,
+    /// Files refused because a chunk the server reported present was garbage-collected before
+    /// the commit (its grace period ran out): uploaded again once in the same run.
+    #[serde(skip)]
+    pub collected: Vec<String>,
     #[serde(skip)]
     pub errors: Vec<Error>,
 }
@@ -67,6 +73,40 @@ struct FileUp {
 impl Push<'_> {
     /// Runs the upload-side ops of a plan. Per-path failures land in `stats.errors`.
     pub async fn run(&mut self, ops: &[Op], scanned: &mut Scanned) -> Result<PushStats> {
+        let mut stats = self.run_once(ops, scanned).await?;
+        if stats.collected.is_empty() {
+            return Ok(stats);
+        }
+        let lost: HashSet<String> = std::mem::take(&mut stats.collected).into_iter().collect();
+        tracing::info!(
+            files = lost.len(),
+            "the server collected chunks it had reported present; uploading them again"
+        );
+        let again: Vec<Op> = ops
+            .iter()
+            .filter(|op| lost.contains(op.path()))
+            .cloned()
+            .collect();
+        let second = self.run_once(&again, scanned).await?;
+        stats.chunks_uploaded += second.chunks_uploaded;
+        stats.bytes_uploaded += second.bytes_uploaded;
+        stats.bytes_deduplicated = stats
+            .bytes_deduplicated
+            .saturating_sub(second.bytes_uploaded);
+        stats.committed += second.committed;
+        stats.conflicts += second.conflicts;
+        stats.quota_exceeded += second.quota_exceeded;
+        stats.errors.extend(second.errors);
+        for path in second.collected {
+            stats.errors.push(Error::path(
+                path,
+                "the server collected its chunks twice while it was uploading; it goes up next time",
+            ));
+        }
+        Ok(stats)
+    }
+
+    async fn run_once(&mut self, ops: &[Op], scanned: &mut Scanned) -> Result<PushStats> {
         let mut stats = PushStats::default();
         let files = self.collect_files(ops, scanned, &mut stats).await;
         let failed = self.upload_chunks(&files, &mut stats).await?;
@@ -406,6 +446,13 @@ impl Push<'_> {
                     &path,
                     format!("the server refused the move: {}", r.error),
                 ));
+            }
+            (Op::Upload { .. }, S::Rejected) if r.error.contains("never uploaded") => {
+                stats.collected.push(path);
+            }
+            (_, S::QuotaExceeded) => {
+                stats.quota_exceeded += 1;
+                stats.errors.push(Error::path(&path, &r.error));
             }
             (_, S::Rejected | S::Unspecified) => {
                 stats.errors.push(Error::path(

@@ -67,11 +67,18 @@ pub struct CairnServer {
     /// Keeps a private Garage alive as long as the server.
     pub garage: Option<Garage>,
     pub bucket: Option<String>,
+    /// The store's credentials (admin commands that touch the store need them too).
+    pub envs: Vec<(String, String)>,
 }
 
 impl CairnServer {
     /// Starts cairn-server on a fresh database with the given backend.
     pub fn start(backend: Backend) -> Result<Self> {
+        Self::start_with(backend, &[])
+    }
+
+    /// As `start`, with more `serve` flags (e.g. `--gc-interval 100ms`).
+    pub fn start_with(backend: Backend, serve_args: &[&str]) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let (store, garage, bucket, envs) = match backend {
             Backend::Local => {
@@ -90,7 +97,7 @@ impl CairnServer {
             }
         };
         let db = dir.path().join("server.db");
-        Self::spawn(dir, db, store, garage, bucket, envs)
+        Self::spawn(dir, db, store, garage, bucket, envs, serve_args)
     }
 
     fn spawn(
@@ -100,12 +107,14 @@ impl CairnServer {
         garage: Option<Garage>,
         bucket: Option<String>,
         envs: Vec<(String, String)>,
+        serve_args: &[&str],
     ) -> Result<Self> {
         let mut child = Command::new(bin("cairn-server"))
             .args(["serve", "--listen", "127.0.0.1:0", "--db"])
             .arg(&db)
             .args(["--store", &store])
-            .envs(envs)
+            .args(serve_args)
+            .envs(envs.clone())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -128,7 +137,35 @@ impl CairnServer {
             dir,
             garage,
             bucket,
+            envs,
         })
+    }
+
+    /// Runs an admin subcommand that needs the store too (`gc`, `scrub`): adds `--db`, `--store`
+    /// and the store's credentials. Returns the output whatever the exit status.
+    pub fn store_admin(&self, args: &[&str]) -> Result<Output> {
+        Ok(Command::new(bin("cairn-server"))
+            .args(args)
+            .arg("--db")
+            .arg(&self.db)
+            .args(["--store", &self.store])
+            .envs(self.envs.clone())
+            .output()?)
+    }
+
+    /// How many stored objects (chunks and packs, not staging uploads) the store holds.
+    pub fn stored_objects(&self) -> Result<u64> {
+        match (&self.garage, &self.bucket) {
+            (Some(g), Some(b)) => g.object_count(b),
+            _ => {
+                let dir = self.dir.path().join("blobs/objects");
+                match std::fs::read_dir(&dir) {
+                    Ok(entries) => Ok(entries.count() as u64),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+                    Err(e) => Err(e.into()),
+                }
+            }
+        }
     }
 
     pub fn url(&self) -> String {

@@ -77,7 +77,7 @@ pub async fn run(db: &Db, store: &dyn BlobStore, opts: &GcOptions) -> Result<GcR
             break;
         }
     }
-    let counts = db.read(|conn| mark(conn)).await?;
+    let counts = db.read(mark).await?;
     let cutoff = db::now_ms() - opts.grace.as_millis() as i64;
     loop {
         let counts = counts.clone();
@@ -102,7 +102,7 @@ pub async fn run(db: &Db, store: &dyn BlobStore, opts: &GcOptions) -> Result<GcR
 
 /// Drops up to BATCH versions past retention; returns how many.
 fn drop_versions(conn: &mut Connection, now: i64, drop_before: i64) -> Result<u64> {
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let victims: Vec<(i64, i64, Vec<u8>)> = tx
         .prepare_cached(
             "SELECT v.file_id, v.version, v.manifest FROM versions v
@@ -177,7 +177,7 @@ fn sweep(
     marked: &HashMap<ChunkId, i64>,
     cutoff: i64,
 ) -> Result<(Swept, bool)> {
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let candidates: Vec<(Vec<u8>, i64, i64)> = tx
         .prepare_cached(
             "SELECT id, object_id, length FROM chunks
@@ -279,7 +279,7 @@ async fn expire_staging(db: &Db, store: &dyn BlobStore, cutoff: i64) -> Result<u
     for (id, key) in expired {
         store.delete(&key).await?;
         db.write(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             tx.execute("DELETE FROM upload_chunks WHERE upload_id = ?1", [&id])?;
             tx.execute("DELETE FROM uploads WHERE upload_id = ?1", [&id])?;
             tx.commit()?;
@@ -290,7 +290,7 @@ async fn expire_staging(db: &Db, store: &dyn BlobStore, cutoff: i64) -> Result<u
     }
     // Finished uploads are only bookkeeping once their URL expired.
     db.write(move |conn| {
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute(
             "DELETE FROM upload_chunks WHERE upload_id IN
                (SELECT upload_id FROM uploads WHERE state != 'pending' AND expires_at_ms < ?1)",

@@ -106,7 +106,8 @@ pub async fn find_missing(db: &Db, ns: i64, ids: Vec<Vec<u8>>) -> Result<Vec<Vec
         // collected between our read and this write is reported missing after all.
         let vanished = db
             .write(move |conn| {
-                let tx = conn.transaction()?;
+                let tx =
+                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 let now = crate::db::now_ms();
                 let mut touch = tx.prepare_cached(
                     "UPDATE chunks SET touched_at_ms = MAX(touched_at_ms, ?2) WHERE id = ?1",

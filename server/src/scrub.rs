@@ -115,7 +115,7 @@ pub async fn run(db: &Db, store: &dyn BlobStore, sample: Option<u64>) -> Result<
 }
 
 fn quarantine(conn: &mut Connection, key: &str, bad: &[(ChunkId, String)]) -> Result<()> {
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let now = db::now_ms();
     for (cid, reason) in bad {
         let id = &cid.as_bytes()[..];
@@ -134,7 +134,7 @@ fn quarantine(conn: &mut Connection, key: &str, bad: &[(ChunkId, String)]) -> Re
 
 /// Rebuilds `quarantine_refs`: which current file versions hold a quarantined chunk.
 fn refs(conn: &mut Connection) -> Result<u64> {
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let quarantined: HashMap<ChunkId, ()> = tx
         .prepare("SELECT chunk_id FROM quarantine")?
         .query_map([], |r| r.get::<_, Vec<u8>>(0))?

@@ -85,7 +85,7 @@ pub async fn prepare(
     db.write(move |conn| {
         let now = db::now_ms();
         let expires = now + URL_TTL.as_millis() as i64;
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         for (id, key, length, chunks) in &rows {
             tx.execute(
                 "INSERT INTO uploads (upload_id, namespace_id, staging_key, length, created_at_ms, expires_at_ms, state)
@@ -374,7 +374,7 @@ fn record(
     key: Option<&str>,
 ) -> Result<Recorded> {
     let now = db::now_ms();
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut outcome = Recorded::Done;
     match key {
         None => {
