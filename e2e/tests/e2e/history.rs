@@ -482,3 +482,41 @@ fn a_flipped_byte_is_found_by_scrub_and_healed_from_a_device() -> Result<()> {
     assert!(clean.status.success(), "{clean:?}");
     Ok(())
 }
+
+#[test]
+fn a_restore_reaches_live_folders_through_their_daemons() -> Result<()> {
+    let s = server(Backend::Local)?;
+    let (a, b) = (s.device("team", "laptop")?, s.device("team", "desktop")?);
+    let (da, db) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    a.add(da.path())?;
+    b.add(db.path())?;
+    let (_ra, _rb) = (a.daemon()?, b.daemon()?);
+    let first = bytes(seed(), 0, 300_000);
+    write(da.path(), "plan.txt", &first)?;
+    let on_b = |want: &[u8]| {
+        let p = db.path().join("plan.txt");
+        let want = want.to_vec();
+        wait_for("plan.txt on B", Duration::from_secs(60), move || {
+            fs::read(&p).ok().filter(|b| *b == want)
+        })
+    };
+    on_b(&first)?;
+    write(da.path(), "plan.txt", b"a bad edit")?;
+    on_b(b"a bad edit")?;
+
+    // Restore version 1 from B's folder: both daemons bring it in; the CLI leaves the folder
+    // alone (the daemon owns it).
+    let out = b
+        .cmd()
+        .current_dir(db.path())
+        .args(["--json", "restore", "plan.txt", "--version", "1"])
+        .output()?;
+    let r = json_ok(out, "restore plan.txt")?;
+    assert_eq!(r["pulled"], Value::Null, "{r}");
+    on_b(&first)?;
+    let p = da.path().join("plan.txt");
+    wait_for("plan.txt restored on A", Duration::from_secs(60), || {
+        fs::read(&p).ok().filter(|b| *b == first)
+    })?;
+    Ok(())
+}
