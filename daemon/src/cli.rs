@@ -57,6 +57,17 @@ pub enum Command {
     Trash(TrashArgs),
     /// The namespace's size: current files, stored bytes, dedup savings, old versions, quota.
     Usage(UsageArgs),
+    /// Register this device with your user's password; the device token goes to the token file
+    /// (mode 0600) in --home.
+    Login(LoginArgs),
+    /// Your user's devices; `cairn devices revoke ID` cuts one off at once.
+    Devices(DevicesArgs),
+    /// Share a namespace you own with a user as owner, edit or view (or `--remove` them).
+    Share(ShareArgs),
+    /// Who can use a namespace, and as what.
+    Members(MembersArgs),
+    /// The namespaces your user may sync, with your role in each.
+    Namespaces,
     /// Sync DIR continuously with the namespace (writes the `.cairn` root marker).
     Add(FolderArgs),
     /// Stop syncing DIR (its files stay).
@@ -153,4 +164,46 @@ pub struct UsageArgs {
     pub path: Option<String>,
     #[arg(long, short = 'n')]
     pub namespace: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// Your user name (as `cairn-server user add` created it).
+    #[arg(long)]
+    pub user: String,
+    /// A name for this device (default: the host name).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Read the password from stdin (one line) instead of the CAIRN_PASSWORD environment
+    /// variable or a prompt.
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DevicesArgs {
+    #[command(subcommand)]
+    pub action: Option<DevicesAction>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DevicesAction {
+    /// Revoke device ID (see `cairn devices`): its token stops working, its streams end.
+    Revoke { id: u64 },
+}
+
+#[derive(Debug, Args)]
+pub struct ShareArgs {
+    pub namespace: String,
+    pub user: String,
+    #[arg(long, value_parser = ["owner", "edit", "view"], required_unless_present = "remove")]
+    pub role: Option<String>,
+    /// Take the user's access away.
+    #[arg(long, conflicts_with = "role")]
+    pub remove: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MembersArgs {
+    pub namespace: String,
 }

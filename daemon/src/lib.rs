@@ -9,6 +9,7 @@ pub mod state;
 pub mod tree;
 
 pub use error::{Error, Result};
+pub mod account;
 pub mod cache;
 pub mod commands;
 pub mod download;

@@ -57,6 +57,21 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         rt.block_on(quickstart::run(ui))?;
         return Ok(exit::OK);
     }
+    if let Command::Login(a) = &cli.command {
+        // Login needs no token (it makes one); the placeholder satisfies the resolver and the
+        // server's Login ignores it.
+        let cfg = Config::resolve(
+            cli.server.clone(),
+            Some("login".into()),
+            cli.home.as_deref(),
+        )?;
+        let password = read_password(a.password_stdin)?;
+        let device = a.device.clone().unwrap_or_else(default_device_name);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        return Ok(rt.block_on(cairn::account::login(&cfg, &a.user, &device, &password, ui))?);
+    }
     let cfg = Config::resolve(cli.server.clone(), cli.token.clone(), cli.home.as_deref())?;
     tracing::debug!(?cfg, "config");
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -186,11 +201,53 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             let t = history::resolve(&cfg, a.path.as_deref(), a.namespace.as_deref())?;
             Ok(rt.block_on(history::trash(&cfg, &t, ui))?)
         }
+        Command::Login(_) => unreachable!("login returns before the token is resolved"),
+        Command::Devices(a) => Ok(match a.action {
+            None => rt.block_on(cairn::account::devices(&cfg, ui))?,
+            Some(cairn::cli::DevicesAction::Revoke { id }) => {
+                rt.block_on(cairn::account::revoke(&cfg, id, ui))?
+            }
+        }),
+        Command::Share(a) => {
+            let role = if a.remove { None } else { a.role.as_deref() };
+            Ok(rt.block_on(cairn::account::share(&cfg, &a.namespace, &a.user, role, ui))?)
+        }
+        Command::Members(a) => Ok(rt.block_on(cairn::account::members(&cfg, &a.namespace, ui))?),
+        Command::Namespaces => Ok(rt.block_on(cairn::account::namespaces(&cfg, ui))?),
         Command::Usage(a) => {
             let t = history::resolve(&cfg, a.path.as_deref(), a.namespace.as_deref())?;
             Ok(rt.block_on(history::usage(&cfg, &t, ui))?)
         }
     }
+}
+
+/// The password for `cairn login`: stdin with `--password-stdin`, else CAIRN_PASSWORD, else a
+/// prompt on the terminal (never echoed).
+fn read_password(stdin: bool) -> anyhow::Result<String> {
+    if stdin {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_owned());
+    }
+    if let Ok(p) = std::env::var("CAIRN_PASSWORD") {
+        return Ok(p);
+    }
+    rpassword::prompt_password("password: ").map_err(|e| {
+        anyhow::anyhow!("cannot read a password ({e}); use --password-stdin or CAIRN_PASSWORD")
+    })
+}
+
+fn default_device_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| {
+            h.trim()
+                .chars()
+                .filter(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                .collect::<String>()
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "device".to_owned())
 }
 
 /// Prints the summary (JSON on stdout, or a line on stderr) and per-path errors; returns the exit code.

@@ -385,6 +385,83 @@ impl Remote {
             .chunks)
     }
 
+    /// Not retried: each successful login registers a device.
+    pub async fn login(
+        &self,
+        user: &str,
+        password: &str,
+        device: &str,
+    ) -> Result<pb::LoginResponse> {
+        let req = pb::LoginRequest {
+            user: user.to_owned(),
+            password: password.to_owned(),
+            device: device.to_owned(),
+        };
+        self.client
+            .clone()
+            .login(req)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| match s.code() {
+                tonic::Code::Unauthenticated => Error::Refused(format!("Login: {}", s.message())),
+                _ => Error::rpc("Login", s, &self.server),
+            })
+    }
+
+    pub async fn list_devices(&self) -> Result<Vec<pb::Device>> {
+        Ok(self
+            .unary(
+                "ListDevices",
+                pb::ListDevicesRequest {},
+                |mut c, r| async move { c.list_devices(r).await },
+            )
+            .await?
+            .devices)
+    }
+
+    pub async fn revoke_device(&self, device_id: u64) -> Result<()> {
+        let req = pb::RevokeDeviceRequest { device_id };
+        self.unary("RevokeDevice", req, |mut c, r| async move {
+            c.revoke_device(r).await
+        })
+        .await
+        .map(drop)
+    }
+
+    pub async fn list_namespaces(&self) -> Result<Vec<pb::NamespaceGrant>> {
+        Ok(self
+            .unary(
+                "ListNamespaces",
+                pb::ListNamespacesRequest {},
+                |mut c, r| async move { c.list_namespaces(r).await },
+            )
+            .await?
+            .namespaces)
+    }
+
+    pub async fn share(&self, user: &str, role: pb::Role) -> Result<()> {
+        let req = pb::ShareRequest {
+            namespace: self.namespace.clone(),
+            user: user.to_owned(),
+            role: role as i32,
+        };
+        self.unary("Share", req, |mut c, r| async move { c.share(r).await })
+            .await
+            .map(drop)
+    }
+
+    pub async fn list_members(&self) -> Result<Vec<pb::Member>> {
+        let req = pb::ListMembersRequest {
+            namespace: self.namespace.clone(),
+        };
+        Ok(self
+            .unary("ListMembers", req, |mut c, r| async move {
+                c.list_members(r).await
+            })
+            .await?
+            .members)
+    }
+
     /// PUTs exactly `body` (with Content-Length) to a presigned URL.
     pub async fn put(&self, url: &str, body: Bytes) -> Result<()> {
         retry("upload", || {

@@ -214,6 +214,72 @@ impl CairnServer {
         })
     }
 
+    /// `cairn-server user add NAME --password-stdin`; returns the password.
+    pub fn create_user(&self, name: &str) -> Result<String> {
+        let password = format!("pw-{name}-{}", rand::random::<u32>());
+        let mut child = Command::new(bin("cairn-server"))
+            .args(["user", "add", name, "--password-stdin", "--db"])
+            .arg(&self.db)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .expect("stdin was piped")
+            .write_all(format!("{password}\n").as_bytes())?;
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!(
+                "user add {name} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(password)
+    }
+
+    /// A new device that logged in as `user` (`cairn login`, token in its home's token file),
+    /// working on `namespace`.
+    pub fn login(
+        &self,
+        user: &str,
+        password: &str,
+        device: &str,
+        namespace: &str,
+    ) -> Result<Device> {
+        let d = Device {
+            home: tempfile::tempdir()?,
+            server: self.url(),
+            token: String::new(),
+            namespace: namespace.to_owned(),
+        };
+        let mut child = d
+            .cmd()
+            .args([
+                "--json",
+                "login",
+                "--user",
+                user,
+                "--device",
+                device,
+                "--password-stdin",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .expect("stdin was piped")
+            .write_all(format!("{password}\n").as_bytes())?;
+        json_ok(child.wait_with_output()?, "cairn login")?;
+        Ok(d)
+    }
+
     /// Kills the server (SIGKILL) and waits for it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -244,10 +310,26 @@ impl Device {
             .arg(&self.server)
             .arg("--home")
             .arg(self.home.path());
-        c.env("CAIRN_TOKEN", &self.token)
-            .env_remove("CAIRN_SERVER")
-            .env_remove("CAIRN_HOME");
+        if self.token.is_empty() {
+            // A logged-in device: its token is in the home's token file.
+            c.env_remove("CAIRN_TOKEN");
+        } else {
+            c.env("CAIRN_TOKEN", &self.token);
+        }
+        c.env_remove("CAIRN_SERVER")
+            .env_remove("CAIRN_HOME")
+            .env_remove("CAIRN_PASSWORD");
         c
+    }
+
+    /// The token this device sends: the environment's, or the one `cairn login` saved.
+    pub fn token(&self) -> Result<String> {
+        if !self.token.is_empty() {
+            return Ok(self.token.clone());
+        }
+        Ok(std::fs::read_to_string(self.home.path().join("token"))?
+            .trim()
+            .to_owned())
     }
 
     /// Runs `cairn --json <verb> DIR --namespace NS` and returns the output.

@@ -13,6 +13,26 @@ pub fn init_db(db: &Path) -> Result<(), Error> {
     db::open(db).map(drop)
 }
 
+/// Creates a namespace with the default chunking parameters; `owner` (a user) may share it.
+pub fn create_namespace_owned(db: &Path, name: &str, owner: Option<&str>) -> Result<(), Error> {
+    if let Some(o) = owner {
+        let conn = db::open(db)?;
+        let exists: bool = conn
+            .prepare("SELECT 1 FROM users WHERE name = ?1")?
+            .exists([o])?;
+        if !exists {
+            return Err(Error::NotFound(format!(
+                "there is no user {o:?}; create it first (`cairn-server user add`)"
+            )));
+        }
+    }
+    create_namespace(db, name)?;
+    if let Some(o) = owner {
+        share(db, name, o, Some("owner"))?;
+    }
+    Ok(())
+}
+
 /// Creates a namespace with the default chunking parameters.
 pub fn create_namespace(db: &Path, name: &str) -> Result<(), Error> {
     validate_name("namespace", name)?;
@@ -34,6 +54,53 @@ pub fn create_namespace(db: &Path, name: &str) -> Result<(), Error> {
         )));
     }
     Ok(())
+}
+
+/// Creates a user who logs in with `password` (`cairn login`).
+pub fn create_user(db: &Path, name: &str, password: &str) -> Result<(), Error> {
+    validate_name("user", name)?;
+    if password.chars().count() < 8 {
+        return Err(Error::InvalidArgument(
+            "the password must have at least 8 characters".into(),
+        ));
+    }
+    let hash = crate::accounts::hash_password(password)?;
+    let conn = db::open(db)?;
+    let n = conn.execute(
+        "INSERT OR IGNORE INTO users (name, password_hash, created_at_ms) VALUES (?1, ?2, ?3)",
+        (name, &hash, db::now_ms()),
+    )?;
+    if n == 0 {
+        return Err(Error::AlreadyExists(format!(
+            "user {name:?} already exists"
+        )));
+    }
+    Ok(())
+}
+
+/// Gives `user` a role on `namespace` (`None`: removes them), as an owner would with `cairn share`.
+pub fn share(db: &Path, namespace: &str, user: &str, role: Option<&str>) -> Result<(), Error> {
+    let role = match role {
+        None => None,
+        Some(r) => Some(crate::auth::Role::parse(r).ok_or_else(|| {
+            Error::InvalidArgument(format!("role {r:?} is not one of owner, edit, view"))
+        })?),
+    };
+    let mut conn = db::open(db)?;
+    let ns = crate::accounts::ns_id(&conn, namespace)?;
+    crate::accounts::set_member(&mut conn, ns, user, role)
+}
+
+/// Revokes every device of `user` (or only the one named `device`) and every namespace token of
+/// that device name; returns how many were revoked.
+pub fn revoke(db: &Path, user: &str, device: Option<&str>) -> Result<usize, Error> {
+    let conn = db::open(db)?;
+    let n = conn.execute(
+        "UPDATE devices SET revoked_at_ms = ?3 WHERE revoked_at_ms IS NULL
+           AND user_id = (SELECT id FROM users WHERE name = ?1) AND (?2 IS NULL OR name = ?2)",
+        (user, device, db::now_ms()),
+    )?;
+    Ok(n)
 }
 
 /// Creates a device token for `namespace` and returns it. Only its hash is stored: show it once.
@@ -115,7 +182,7 @@ pub(crate) fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-fn validate_name(what: &str, name: &str) -> Result<()> {
+pub(crate) fn validate_name(what: &str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 128
         && name

@@ -1,6 +1,7 @@
 //! cairn-server: Cairn's metadata server (namespaces, versions, the sync log, chunk verification,
 //! presigned URLs), as a library so tests and `cairn quickstart` can run it in-process.
 
+mod accounts;
 pub mod admin;
 mod auth;
 mod commit;
@@ -30,6 +31,9 @@ use store::{DynStore, StoreSpec, local::LocalStore, s3::S3Store};
 
 /// How long open streams and long-polls get to finish after shutdown is requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Requests per second per device by default: far above what a syncing daemon needs (it batches),
+/// low enough that one runaway client cannot starve the others.
+pub const DEFAULT_RATE_LIMIT: u32 = 200;
 /// Largest gRPC message either way (big commits and manifests).
 const MAX_MESSAGE: usize = 64 << 20;
 
@@ -48,6 +52,8 @@ pub struct ServeConfig {
     pub gc_interval: Option<Duration>,
     /// Chunks uploaded, reported present or left unreferenced more recently than this are kept.
     pub gc_grace: Duration,
+    /// Requests per second each device may make (twice that in a burst); `None`: unlimited.
+    pub rate_limit: Option<std::num::NonZeroU32>,
 }
 
 impl ServeConfig {
@@ -59,6 +65,7 @@ impl ServeConfig {
             public_url: None,
             gc_interval: Some(Duration::from_secs(3600)),
             gc_grace: gc::DEFAULT_GRACE,
+            rate_limit: std::num::NonZeroU32::new(DEFAULT_RATE_LIMIT),
         }
     }
 }
@@ -149,12 +156,12 @@ pub async fn serve(
             stop_rx.clone(),
         ));
     }
-    let shared = Arc::new(service::Shared {
+    let shared = Arc::new(service::Shared::new(
         db,
         store,
-        hub: hub::Hub::default(),
-        shutdown: stop_rx.clone(),
-    });
+        stop_rx.clone(),
+        config.rate_limit,
+    ));
     let grpc = CairnServer::new(service::Service::new(shared))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);

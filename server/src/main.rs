@@ -38,6 +38,9 @@ enum Command {
         /// never collected (it must exceed the longest gap between a client's upload and commit).
         #[arg(long, default_value = "24h", value_parser = cairn_proto::units::parse_duration)]
         gc_grace: Duration,
+        /// Requests per second each device may make (twice that in bursts); 0: unlimited.
+        #[arg(long, default_value_t = cairn_server::DEFAULT_RATE_LIMIT)]
+        rate_limit: u32,
     },
     /// Garbage collection, once: drop versions past retention, then delete chunks and objects no
     /// retained version references. Safe while `serve` runs.
@@ -75,10 +78,24 @@ enum Command {
         #[command(subcommand)]
         command: NamespaceCommand,
     },
-    /// Device tokens.
+    /// Namespace tokens (one device, edit rights on one namespace; users log in instead).
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Users: people who log in (`cairn login`) and get namespaces shared with them.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Give USER a role on NAMESPACE (owner, edit, view), or remove them with `--role none`.
+    Share {
+        namespace: String,
+        user: String,
+        #[arg(long, value_parser = ["owner", "edit", "view", "none"])]
+        role: String,
+        #[arg(long)]
+        db: PathBuf,
     },
 }
 
@@ -89,6 +106,9 @@ enum NamespaceCommand {
         name: String,
         #[arg(long)]
         db: PathBuf,
+        /// A user who owns it (can share it).
+        #[arg(long)]
+        owner: Option<String>,
     },
     /// Change (and show) a namespace's retention and quota.
     Set {
@@ -102,6 +122,28 @@ enum NamespaceCommand {
         /// Limit on the current files' total size, e.g. 50GiB; `none` removes it.
         #[arg(long, value_name = "SIZE|none")]
         quota: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user. The password comes from stdin (`--password-stdin`), else one is generated
+    /// and printed.
+    Add {
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+        #[arg(long)]
+        db: PathBuf,
+    },
+    /// Revoke all of a user's devices, or one (`--device NAME`): their tokens stop working and
+    /// open streams end within seconds.
+    Revoke {
+        name: String,
+        #[arg(long)]
+        device: Option<String>,
+        #[arg(long)]
+        db: PathBuf,
     },
 }
 
@@ -143,6 +185,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             public_url,
             gc_interval,
             gc_grace,
+            rate_limit,
         } => {
             // Settings are checked before the address is printed, so a bad one fails first.
             cairn_server::store::StoreSpec::parse(&store)?;
@@ -152,6 +195,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 public_url,
                 gc_interval: (!gc_interval.is_zero()).then_some(gc_interval),
                 gc_grace,
+                rate_limit: std::num::NonZeroU32::new(rate_limit),
                 ..cairn_server::ServeConfig::new(db, store)
             };
             rt.block_on(serve(listen, config))?;
@@ -219,9 +263,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Namespace {
-            command: NamespaceCommand::Create { name, db },
+            command: NamespaceCommand::Create { name, db, owner },
         } => {
-            cairn_server::admin::create_namespace(&db, &name)?;
+            cairn_server::admin::create_namespace_owned(&db, &name, owner.as_deref())?;
             eprintln!("created namespace {name:?}");
             Ok(ExitCode::SUCCESS)
         }
@@ -244,6 +288,48 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .transpose()?;
             let s = cairn_server::admin::set_namespace(&db, &name, retention, quota)?;
             println!("{}", serde_json::to_string(&s)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::User {
+            command:
+                UserCommand::Add {
+                    name,
+                    password_stdin,
+                    db,
+                },
+        } => {
+            let (password, generated) = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                (line.trim_end_matches(['\r', '\n']).to_owned(), false)
+            } else {
+                (hex::encode(rand::random::<[u8; 12]>()), true)
+            };
+            cairn_server::admin::create_user(&db, &name, &password)?;
+            if generated {
+                println!("{password}");
+                eprintln!("created user {name:?}; the password above is shown once");
+            } else {
+                eprintln!("created user {name:?}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::User {
+            command: UserCommand::Revoke { name, device, db },
+        } => {
+            let n = cairn_server::admin::revoke(&db, &name, device.as_deref())?;
+            eprintln!("revoked {n} device(s) of {name:?}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Share {
+            namespace,
+            user,
+            role,
+            db,
+        } => {
+            let role = (role != "none").then_some(role.as_str());
+            cairn_server::admin::share(&db, &namespace, &user, role)?;
+            eprintln!("{user:?} on {namespace:?}: {}", role.unwrap_or("removed"));
             Ok(ExitCode::SUCCESS)
         }
         Command::Token {

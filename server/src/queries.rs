@@ -56,6 +56,7 @@ pub async fn namespace_info(db: &Db, caller: Caller) -> Result<NamespaceInfo> {
             device: caller.device,
             pack_threshold: PACK_THRESHOLD,
             pack_target: PACK_TARGET,
+            role: caller.role.to_pb() as i32,
         })
     })
     .await

@@ -13,6 +13,7 @@ macro_rules! on_every_backend {
 }
 pub(crate) use on_every_backend;
 
+mod accounts;
 mod foundation;
 mod history;
 mod hostile;
