@@ -15,6 +15,7 @@ mod queries;
 pub mod scrub;
 mod service;
 pub mod store;
+pub mod tls;
 mod upload;
 mod validate;
 
@@ -54,6 +55,8 @@ pub struct ServeConfig {
     pub gc_grace: Duration,
     /// Requests per second each device may make (twice that in a burst); `None`: unlimited.
     pub rate_limit: Option<std::num::NonZeroU32>,
+    /// Serve TLS with this certificate and key (`None`: plaintext h2c).
+    pub tls: Option<tls::TlsFiles>,
 }
 
 impl ServeConfig {
@@ -66,6 +69,7 @@ impl ServeConfig {
             gc_interval: Some(Duration::from_secs(3600)),
             gc_grace: gc::DEFAULT_GRACE,
             rate_limit: std::num::NonZeroU32::new(DEFAULT_RATE_LIMIT),
+            tls: None,
         }
     }
 }
@@ -135,10 +139,12 @@ pub async fn serve(
     let db_path = config.db_path.clone();
     let db = tokio::task::spawn_blocking(move || db::Db::open(&db_path)).await??;
     let addr = listener.local_addr()?;
+    let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let base_url = config
         .public_url
         .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
+        .unwrap_or_else(|| format!("{scheme}://{addr}"));
 
     let (store, blob_routes) = open_store(spec, &db, &base_url).await?;
 
@@ -170,13 +176,29 @@ pub async fn serve(
         app = app.merge(blobs);
     }
 
-    tracing::info!(%addr, store = %config.store, "cairn-server serving");
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    tracing::info!(%addr, store = %config.store, tls = tls.is_some(), "cairn-server serving");
+    let stopped = async move {
         shutdown.await;
         // Ends long-polls and Subscribe streams so connections can drain.
         let _ = stop_tx.send(true);
-    });
-    let mut stopping = stop_rx;
+    };
+    match tls {
+        Some(t) => run(tls::TlsListener::new(listener, t)?, app, stopped, stop_rx).await,
+        None => run(listener, app, stopped, stop_rx).await,
+    }
+}
+
+async fn run<L>(
+    listener: L,
+    app: axum::Router,
+    stopped: impl Future<Output = ()> + Send + 'static,
+    mut stopping: watch::Receiver<bool>,
+) -> anyhow::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let server = axum::serve(listener, app).with_graceful_shutdown(stopped);
     tokio::select! {
         r = server.into_future() => r?,
         _ = async { let _ = stopping.wait_for(|s| *s).await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {

@@ -41,6 +41,26 @@ enum Command {
         /// Requests per second each device may make (twice that in bursts); 0: unlimited.
         #[arg(long, default_value_t = cairn_server::DEFAULT_RATE_LIMIT)]
         rate_limit: u32,
+        /// Serve TLS with this PEM certificate chain (with --tls-key).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Serve plaintext on a non-loopback address anyway (tokens and data then cross the
+        /// network in the clear: only behind a TLS-terminating proxy).
+        #[arg(long)]
+        insecure_plaintext: bool,
+    },
+    /// Make a development CA and a server certificate signed by it (`ca.pem`, `cert.pem`,
+    /// `key.pem` in --out). Clients trust ca.pem (`cairn --ca-cert`). Not for production.
+    DevCert {
+        #[arg(long)]
+        out: PathBuf,
+        /// More host names or IP addresses for the certificate (localhost, 127.0.0.1 and ::1 are
+        /// always in it).
+        #[arg(long = "host")]
+        hosts: Vec<String>,
     },
     /// Garbage collection, once: drop versions past retention, then delete chunks and objects no
     /// retained version references. Safe while `serve` runs.
@@ -186,9 +206,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             gc_interval,
             gc_grace,
             rate_limit,
+            tls_cert,
+            tls_key,
+            insecure_plaintext,
         } => {
             // Settings are checked before the address is printed, so a bad one fails first.
             cairn_server::store::StoreSpec::parse(&store)?;
+            let tls = tls_cert
+                .zip(tls_key)
+                .map(|(cert, key)| cairn_server::tls::TlsFiles { cert, key });
+            if let Some(t) = &tls {
+                cairn_server::tls::server_config(t)?;
+            } else if !listen.ip().is_loopback() && !insecure_plaintext {
+                anyhow::bail!(
+                    "--listen {listen} is not a loopback address: refusing to serve tokens and data in plaintext — pass --tls-cert and --tls-key (`cairn-server dev-cert` makes a development pair), or --insecure-plaintext behind a TLS proxy"
+                );
+            }
             cairn_server::admin::init_db(&db)?;
             let rt = tokio::runtime::Runtime::new()?;
             let config = cairn_server::ServeConfig {
@@ -196,9 +229,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 gc_interval: (!gc_interval.is_zero()).then_some(gc_interval),
                 gc_grace,
                 rate_limit: std::num::NonZeroU32::new(rate_limit),
+                tls,
                 ..cairn_server::ServeConfig::new(db, store)
             };
             rt.block_on(serve(listen, config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DevCert { out, hosts } => {
+            cairn_server::tls::generate_dev_cert(&out, &hosts)?;
+            eprintln!(
+                "wrote {0}/ca.pem, {0}/cert.pem and {0}/key.pem: serve with --tls-cert {0}/cert.pem --tls-key {0}/key.pem; clients use --ca-cert {0}/ca.pem",
+                out.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Gc {
