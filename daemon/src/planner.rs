@@ -193,8 +193,11 @@ fn needs_record(local: &LocalEntry, synced: Option<&SyncedEntry>, remote_version
     if s.version != remote_version || s.content != local.content {
         return true;
     }
-    // A directory's mtime changes whenever a child does: not worth a write.
-    !matches!(local.content, Content::Dir) && s.stat != local.stat
+    // Only a file's stat is ever read back (the scanner reuses its hash when it matches, the
+    // executors compare it before overwriting). A directory's mtime changes whenever a child
+    // does, and a symlink's stat differs between the scan (size 0) and the executors' `lstat`
+    // (size = target length): comparing those would re-record them every round, forever.
+    matches!(local.content, Content::File { .. }) && s.stat != local.stat
 }
 
 pub mod moves;
