@@ -68,9 +68,16 @@ impl Op {
         }
     }
 
-    /// Removals run first, children before parents; everything else after, parents first.
-    fn is_removal(&self) -> bool {
-        matches!(self, Op::DeleteRemote { .. } | Op::DeleteLocal { .. })
+    /// Where the op sorts: removals first, children before parents; everything else after,
+    /// parents first. A move sorts as the removal of its source: it must empty the source's
+    /// folder before that folder's own removal runs (a folder that is not empty is kept, and
+    /// the next round uploads it again).
+    fn sort_key(&self) -> (bool, &str) {
+        match self {
+            Op::MoveRemote { from, .. } | Op::MoveLocal { from, .. } => (true, from),
+            Op::DeleteRemote { path, .. } | Op::DeleteLocal { path } => (true, path),
+            _ => (false, self.path()),
+        }
     }
 
     /// Push runs these; pull runs the others (plus the bookkeeping ones, which both run).
@@ -113,14 +120,15 @@ pub fn plan(local: &LocalTree, remote: &RemoteTree, synced: &SyncedTree) -> Vec<
     ops
 }
 
-/// The deterministic order: removals by path descending (children first), then the rest by
-/// path ascending (a parent is a prefix of its children, so it sorts first).
+/// The deterministic order: removals (and moves, by source) by path descending (children
+/// first), then the rest by path ascending (a parent is a prefix of its children, so it sorts
+/// first).
 pub fn sort_ops(ops: &mut [Op]) {
-    ops.sort_by(|a, b| match (a.is_removal(), b.is_removal()) {
-        (true, true) => b.path().cmp(a.path()),
-        (false, false) => a.path().cmp(b.path()),
-        (true, false) => Ordering::Less,
-        (false, true) => Ordering::Greater,
+    ops.sort_by(|a, b| match (a.sort_key(), b.sort_key()) {
+        ((true, pa), (true, pb)) => pb.cmp(pa),
+        ((false, pa), (false, pb)) => pa.cmp(pb),
+        ((true, _), (false, _)) => Ordering::Less,
+        ((false, _), (true, _)) => Ordering::Greater,
     });
 }
 

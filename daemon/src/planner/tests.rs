@@ -240,6 +240,46 @@ fn a_synced_symlink_is_not_recorded_again_when_only_its_stat_differs() {
     assert!(ops.is_empty(), "{ops:?}");
 }
 
+#[test]
+fn a_file_moved_out_of_a_deleted_folder_leaves_before_the_folder_is_removed() {
+    // Elsewhere: `mv d/a/f e/f; rm -r d`. Found by the randomized tests: with the removals
+    // first, `d/a` still held `f`, was kept as not empty, and came back everywhere.
+    let l = local(&[
+        ("d", Content::Dir),
+        ("d/a", Content::Dir),
+        ("d/a/f", file(1)),
+    ]);
+    let r = remote(&[
+        ("d", 2, None),
+        ("d/a", 2, None),
+        ("d/a/f", 2, None),
+        ("e", 1, Some(Content::Dir)),
+        ("e/f", 1, Some(file(1))),
+    ]);
+    let s = synced(&[
+        ("d", 1, Content::Dir),
+        ("d/a", 1, Content::Dir),
+        ("d/a/f", 1, file(1)),
+    ]);
+    let ops = moves::pair(plan(&l, &r, &s), &l, &r, &s);
+    assert_eq!(
+        ops,
+        vec![
+            Op::MoveLocal {
+                from: "d/a/f".into(),
+                to: "e/f".into(),
+                version: Version(1)
+            },
+            Op::DeleteLocal { path: "d/a".into() },
+            Op::DeleteLocal { path: "d".into() },
+            Op::MkdirLocal {
+                path: "e".into(),
+                version: Version(1)
+            },
+        ]
+    );
+}
+
 // ---- the model: one server, two devices, plans applied until nothing is left to do ----
 
 #[derive(Clone, Debug, Default)]
