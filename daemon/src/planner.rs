@@ -211,4 +211,6 @@ fn needs_record(local: &LocalEntry, synced: Option<&SyncedEntry>, remote_version
 pub mod moves;
 
 #[cfg(test)]
+mod random;
+#[cfg(test)]
 mod tests;
