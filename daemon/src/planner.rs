@@ -116,8 +116,39 @@ pub fn plan(local: &LocalTree, remote: &RemoteTree, synced: &SyncedTree) -> Vec<
         .into_iter()
         .filter_map(|p| plan_path(p, local, remote, synced))
         .collect();
+    defer_uploads_under_moved_folders(&mut ops, local);
     sort_ops(&mut ops);
     ops
+}
+
+/// A local folder whose path takes a file or a link this round is moved aside with everything
+/// in it: the push renames it to its conflict copy (`Upload { conflict }`), or the pull does
+/// before writing the remote entry (`Download`). Uploads under it wait for the next round, which
+/// finds them in the copy: sent now, they would land under a file on the server, where no device
+/// can write them (and a conflict copy made there would never be cleaned up).
+fn defer_uploads_under_moved_folders(ops: &mut Vec<Op>, local: &LocalTree) {
+    let moved: Vec<String> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Upload {
+                path,
+                conflict: true,
+                ..
+            }
+            | Op::Download { path, .. }
+                if matches!(local.get(path).map(|e| &e.content), Some(Content::Dir)) =>
+            {
+                Some(format!("{path}/"))
+            }
+            _ => None,
+        })
+        .collect();
+    if moved.is_empty() {
+        return;
+    }
+    ops.retain(|op| {
+        !(matches!(op, Op::Upload { .. }) && moved.iter().any(|m| op.path().starts_with(m)))
+    });
 }
 
 /// The deterministic order: removals (and moves, by source) by path descending (children

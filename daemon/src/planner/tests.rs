@@ -280,6 +280,28 @@ fn a_file_moved_out_of_a_deleted_folder_leaves_before_the_folder_is_removed() {
     );
 }
 
+#[test]
+fn nothing_is_uploaded_under_a_folder_the_round_moves_aside() {
+    // `D/` and `D/A` here, while `D` became a file elsewhere (and another `D/A` went up under
+    // it). The round keeps `D/` as a conflict copy (the push renames it), so `D/A` goes up next
+    // round from the copy. Uploaded now, it landed under the file `D` on the server, where no
+    // device can ever write it: found by the randomized tests, a plan that never emptied.
+    let l = local(&[("D", Content::Dir), ("D/A", file(1))]);
+    let r = remote(&[("D", 1, Some(file(2))), ("D/A", 1, Some(file(3)))]);
+    assert_eq!(plan(&l, &r, &synced(&[])), vec![up("D", 0, true)]);
+    // The same when the folder was in sync and the pull moves it aside to write the file.
+    let r = remote(&[("D", 2, Some(file(2)))]);
+    let s = synced(&[("D", 1, Content::Dir)]);
+    assert_eq!(
+        plan(&l, &r, &s),
+        vec![Op::Download {
+            path: "D".into(),
+            version: Version(2),
+            conflict: false
+        }]
+    );
+}
+
 // ---- the model: one server, two devices, plans applied until nothing is left to do ----
 
 #[derive(Clone, Debug, Default)]
