@@ -82,7 +82,8 @@ impl fmt::Display for UserOp {
 }
 
 /// One step of a scenario. A device's round is three steps (plan, push, pull) so that other
-/// devices and the user can act between them; a push or pull with no plan pending does nothing.
+/// devices and the user can act between them. A push or pull with no plan pending does
+/// nothing; a plan drops a round still pending (one that failed part-way).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
     User(usize, UserOp),
@@ -517,6 +518,12 @@ pub fn generate(seed: u64, names: Names) -> Scenario {
         // Mostly whole rounds; sometimes one phase, so that others act in between.
         let whole = g.rng.chance(50);
         loop {
+            // Now and then a round fails before its push or its pull (the network): the next
+            // round plans again from the disk.
+            if phase[d] > 0 && g.rng.chance(4) {
+                phase[d] = 0;
+                break;
+            }
             steps.push(match phase[d] {
                 0 => Step::Plan(d),
                 1 => Step::Push(d),
