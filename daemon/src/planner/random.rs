@@ -2,7 +2,8 @@
 //! server in memory, user activity and sync rounds interleaved at random, properties checked once
 //! everything is quiet, failures shrunk to a minimal case printed with its seed.
 //!
-//! `CAIRN_SEEDS=N` runs seeds 0..N (default 1000), `CAIRN_SEED=S` only seed S. See
+//! `CAIRN_SEEDS=N` runs seeds 0..N (default 1000), `CAIRN_SEED=S` only seed S, and
+//! `CAIRN_SURVEY=1` counts the failing seeds per property instead of shrinking the first. See
 //! docs/RELIABILITY.md, "Randomized planner tests".
 
 mod device;
@@ -274,7 +275,8 @@ fn the_known_executor_bug_cases_pass_with_the_executors_as_they_should_be() {
     for sc in [conflicting_symlinks(), write_between_plan_and_pull()] {
         if let Err(f) = check_planned(&sc, Quirks::default()) {
             let check = |s: &Scenario| check_planned(s, Quirks::default());
-            report("the_known_executor_bug_cases", &sc, f, &check, &planned);
+            let test = "the_known_executor_bug_cases_pass_with_the_executors_as_they_should_be";
+            report(test, &sc, f, &check, &planned);
         }
     }
 }
