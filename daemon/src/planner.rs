@@ -68,9 +68,16 @@ impl Op {
         }
     }
 
-    /// Removals run first, children before parents; everything else after, parents first.
-    fn is_removal(&self) -> bool {
-        matches!(self, Op::DeleteRemote { .. } | Op::DeleteLocal { .. })
+    /// Where the op sorts: removals first, children before parents; everything else after,
+    /// parents first. A move sorts as the removal of its source: it must empty the source's
+    /// folder before that folder's own removal runs (a folder that is not empty is kept, and
+    /// the next round uploads it again).
+    fn sort_key(&self) -> (bool, &str) {
+        match self {
+            Op::MoveRemote { from, .. } | Op::MoveLocal { from, .. } => (true, from),
+            Op::DeleteRemote { path, .. } | Op::DeleteLocal { path } => (true, path),
+            _ => (false, self.path()),
+        }
     }
 
     /// Push runs these; pull runs the others (plus the bookkeeping ones, which both run).
@@ -109,18 +116,50 @@ pub fn plan(local: &LocalTree, remote: &RemoteTree, synced: &SyncedTree) -> Vec<
         .into_iter()
         .filter_map(|p| plan_path(p, local, remote, synced))
         .collect();
+    defer_uploads_under_moved_folders(&mut ops, local);
     sort_ops(&mut ops);
     ops
 }
 
-/// The deterministic order: removals by path descending (children first), then the rest by
-/// path ascending (a parent is a prefix of its children, so it sorts first).
+/// A local folder whose path takes a file or a link this round is moved aside with everything
+/// in it: the push renames it to its conflict copy (`Upload { conflict }`), or the pull does
+/// before writing the remote entry (`Download`). Uploads under it wait for the next round, which
+/// finds them in the copy: sent now, they would land under a file on the server, where no device
+/// can write them (and a conflict copy made there would never be cleaned up).
+fn defer_uploads_under_moved_folders(ops: &mut Vec<Op>, local: &LocalTree) {
+    let moved: Vec<String> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Upload {
+                path,
+                conflict: true,
+                ..
+            }
+            | Op::Download { path, .. }
+                if matches!(local.get(path).map(|e| &e.content), Some(Content::Dir)) =>
+            {
+                Some(format!("{path}/"))
+            }
+            _ => None,
+        })
+        .collect();
+    if moved.is_empty() {
+        return;
+    }
+    ops.retain(|op| {
+        !(matches!(op, Op::Upload { .. }) && moved.iter().any(|m| op.path().starts_with(m)))
+    });
+}
+
+/// The deterministic order: removals (and moves, by source) by path descending (children
+/// first), then the rest by path ascending (a parent is a prefix of its children, so it sorts
+/// first).
 pub fn sort_ops(ops: &mut [Op]) {
-    ops.sort_by(|a, b| match (a.is_removal(), b.is_removal()) {
-        (true, true) => b.path().cmp(a.path()),
-        (false, false) => a.path().cmp(b.path()),
-        (true, false) => Ordering::Less,
-        (false, true) => Ordering::Greater,
+    ops.sort_by(|a, b| match (a.sort_key(), b.sort_key()) {
+        ((true, pa), (true, pb)) => pb.cmp(pa),
+        ((false, pa), (false, pb)) => pa.cmp(pb),
+        ((true, _), (false, _)) => Ordering::Less,
+        ((false, _), (true, _)) => Ordering::Greater,
     });
 }
 
@@ -193,11 +232,16 @@ fn needs_record(local: &LocalEntry, synced: Option<&SyncedEntry>, remote_version
     if s.version != remote_version || s.content != local.content {
         return true;
     }
-    // A directory's mtime changes whenever a child does: not worth a write.
-    !matches!(local.content, Content::Dir) && s.stat != local.stat
+    // Only a file's stat is ever read back (the scanner reuses its hash when it matches, the
+    // executors compare it before overwriting). A directory's mtime changes whenever a child
+    // does, and a symlink's stat differs between the scan (size 0) and the executors' `lstat`
+    // (size = target length): comparing those would re-record them every round, forever.
+    matches!(local.content, Content::File { .. }) && s.stat != local.stat
 }
 
 pub mod moves;
 
+#[cfg(test)]
+mod random;
 #[cfg(test)]
 mod tests;
