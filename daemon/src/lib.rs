@@ -13,6 +13,7 @@ pub mod cache;
 pub mod commands;
 pub mod download;
 pub mod events;
+pub mod guard;
 pub mod ignore_rules;
 pub mod live;
 pub mod localfs;
