@@ -18,6 +18,7 @@ pub mod ignore_rules;
 pub mod live;
 pub mod localfs;
 pub mod remote;
+pub mod resume;
 pub mod scanner;
 pub mod status;
 pub mod sync;
