@@ -14,5 +14,6 @@ macro_rules! on_every_backend {
 pub(crate) use on_every_backend;
 
 mod foundation;
+mod guard;
 mod hostile;
 mod live;
