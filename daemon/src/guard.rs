@@ -100,6 +100,27 @@ pub fn exceeds(limits: &Limits, deleting: u64, recent: u64, folder_files: u64) -
     total > limits.max_files || (total >= limits.percent_floor && share)
 }
 
+/// A plan's deletions that the guard judges: every deletion not already allowed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Files and symlinks: what the limits count.
+    pub files: u64,
+    /// Every deletion, folders included.
+    pub ops: u64,
+}
+
+/// Counts the deletions of `ops` whose paths are not in `allowed`.
+pub fn tally(ops: &[Op], synced: &SyncedTree, allowed: &BTreeSet<String>) -> Tally {
+    let mut t = Tally::default();
+    for op in ops.iter().filter(|op| is_deletion(op)) {
+        if !allowed.contains(op.path()) {
+            t.ops += 1;
+            t.files += u64::from(deletes_a_file(op, synced));
+        }
+    }
+    t
+}
+
 /// Judges a plan. `allowed` are paths whose deletions the user already confirmed (`cairn resume
 /// --allow-deletes`): they neither count nor are held. `folder_files` is asked only when the
 /// plan deletes something (counting a large folder is not free). Returns what to hold, if anything.
@@ -111,23 +132,63 @@ pub fn judge(
     folder_files: impl FnOnce() -> u64,
     limits: &Limits,
 ) -> Option<Held> {
-    let mut files = 0;
-    let mut count = 0;
-    for op in ops.iter().filter(|op| is_deletion(op)) {
-        if !allowed.contains(op.path()) {
-            count += 1;
-            files += u64::from(deletes_a_file(op, synced));
-        }
-    }
-    if files == 0 {
+    let t = tally(ops, synced, allowed);
+    if t.files == 0 {
         return None;
     }
     let folder_files = folder_files();
-    exceeds(limits, files, recent, folder_files).then_some(Held {
-        files,
-        ops: count,
+    exceeds(limits, t.files, recent, folder_files).then_some(Held {
+        files: t.files,
+        ops: t.ops,
         folder_files: folder_files + recent,
     })
+}
+
+/// What the daemon does with one round's deletions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// They run.
+    Run,
+    /// Every deletion not allowed is held.
+    Hold(Held),
+    /// Too few files to judge a share yet (under the floor): deletions seen only a moment ago
+    /// wait for more to arrive, so that a burst the watcher reports in pieces is judged whole.
+    Settle,
+}
+
+/// The daemon's rule over one round: past the limits, hold; while something is already held,
+/// hold every deletion too (held deletions stay held until allowed or undone, even when the
+/// deletions that tipped the scale have left the window); under the floor, settle first.
+pub fn decide(
+    ops: &[Op],
+    (synced, allowed): (&SyncedTree, &BTreeSet<String>),
+    recent: u64,
+    holding: bool,
+    folder_files: impl FnOnce() -> u64,
+    limits: &Limits,
+) -> Decision {
+    let t = tally(ops, synced, allowed);
+    if t.ops == 0 {
+        return Decision::Run;
+    }
+    // Counted once, and only if needed.
+    let (mut source, mut counted) = (Some(folder_files), None);
+    let mut folder_files =
+        || *counted.get_or_insert_with(|| source.take().map_or(0, |count| count()));
+    if let Some(h) = judge(ops, synced, allowed, recent, &mut folder_files, limits) {
+        return Decision::Hold(h);
+    }
+    if holding {
+        return Decision::Hold(Held {
+            files: t.files,
+            ops: t.ops,
+            folder_files: folder_files() + recent,
+        });
+    }
+    if t.files > 0 && t.files + recent < limits.percent_floor {
+        return Decision::Settle;
+    }
+    Decision::Run
 }
 
 /// Splits a plan into what runs now and what the guard holds: with a verdict, every deletion not
@@ -387,6 +448,28 @@ mod tests {
         // --allow-deletes: the plan runs as it is.
         let (run, held) = one_shot(ops.clone(), (&local, &remote, &synced), &limits, true);
         assert_eq!((run, held), (ops, None));
+    }
+
+    #[test]
+    fn held_deletions_stay_held_and_a_few_deletions_settle_before_they_run() {
+        let synced = folder(40, &["d"]);
+        let none = BTreeSet::new();
+        let limits = Limits::default();
+        let decide = |ops: &[Op], recent, holding| {
+            decide(ops, (&synced, &none), recent, holding, || 40, &limits)
+        };
+        assert_eq!(decide(&[], 0, false), Decision::Run);
+        // Under the floor: wait a moment for the rest of a burst.
+        assert_eq!(decide(&deleting(3), 0, false), Decision::Settle);
+        assert_eq!(decide(&deleting(3), 6, false), Decision::Settle);
+        // At the floor and under half: the share can be judged, and passes.
+        assert_eq!(decide(&deleting(3), 7, false), Decision::Run);
+        assert_eq!(decide(&deleting(12), 0, false), Decision::Run);
+        // Folders alone never wait.
+        assert_eq!(decide(&[del_remote("d")], 0, false), Decision::Run);
+        // Past the limits, or while something is held: hold.
+        assert!(matches!(decide(&deleting(21), 0, false), Decision::Hold(h) if h.files == 21));
+        assert!(matches!(decide(&deleting(3), 0, true), Decision::Hold(h) if h.files == 3));
     }
 
     #[test]

@@ -200,7 +200,13 @@ impl FolderSync {
                     Ok((errors, worked)) if errors.is_empty() => {
                         offline_backoff = Duration::from_millis(200);
                         let detail = watch_failed.clone().unwrap_or_default();
-                        self.report(SyncState::UpToDate, &[], detail);
+                        // A few deletions may still be settling (they run within a second).
+                        let state = if self.guard.settle_deadline().is_some() {
+                            SyncState::Syncing
+                        } else {
+                            SyncState::UpToDate
+                        };
+                        self.report(state, &[], detail);
                         if worked || first {
                             self.events.emit(
                                 "idle",
@@ -238,6 +244,9 @@ impl FolderSync {
                         offline_backoff = (offline_backoff * 2).min(Duration::from_secs(30));
                     }
                 }
+            }
+            if let Some(t) = self.guard.settle_deadline() {
+                retry_at = Some(retry_at.map_or(t, |r| r.min(t)));
             }
             let mut wake = retry_at.map_or(next_scan, |t| t.min(next_scan));
             if self.guard.holding() {
@@ -522,8 +531,8 @@ impl FolderSync {
         if let Some(c) = &self.cache {
             next.extend(c.skipped.iter().cloned());
         }
-        // Held deletions are planned again every round, until allowed or undone.
-        next.extend(self.guard.held_paths().cloned());
+        // Held and settling deletions are planned again every round, until they run or are undone.
+        next.extend(self.guard.waiting_paths().cloned());
         self.dirty.extend(next.iter().cloned());
         self.pending = next;
     }

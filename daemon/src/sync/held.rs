@@ -1,8 +1,9 @@
 //! The delete guard inside one folder's control task: what it holds now, the allowance the user
-//! gave (read from the state DB on a short timer while something is held), and the deletions of
-//! the last minute (so an `rm -rf` that reaches the watcher in small batches still adds up).
+//! gave (read from the state DB on a short timer while something is held), the deletions of the
+//! last minute and the few that wait a moment before they run (so an `rm -rf` that reaches the
+//! watcher in small batches is judged as a whole).
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::Path;
 use std::time::Duration;
 
@@ -11,13 +12,15 @@ use tokio::time::Instant;
 
 use crate::error::Result;
 use crate::events::Events;
-use crate::guard::{Held, Limits, deletes_a_file, judge, split, synced_files};
+use crate::guard::{Decision, Held, Limits, decide, deletes_a_file, is_deletion, synced_files};
 use crate::planner::Op;
 use crate::state::{FolderId, State};
 use crate::tree::SyncedTree;
 
 /// Deletions applied this long ago or less count against the limits together with a new plan's.
 const DELETE_WINDOW: Duration = Duration::from_secs(60);
+/// How long deletions under the floor wait for more to arrive before they run.
+const SETTLE: Duration = Duration::from_secs(1);
 /// How often a folder that holds deletions looks for `cairn resume --allow-deletes`.
 pub(super) const ALLOWANCE_POLL: Duration = Duration::from_millis(250);
 
@@ -34,12 +37,22 @@ pub(super) struct Guard {
     allowed: BTreeSet<String>,
     /// Files deleted by recent rounds: (when, how many).
     recent: VecDeque<(Instant, u64)>,
+    /// Deletions planned but not run or held yet, with when each was first planned.
+    seen: BTreeMap<String, Instant>,
+    /// The deletions waiting to settle after the last round.
+    settling: BTreeSet<String>,
+    /// How long deletions under the floor wait ([`SETTLE`]; tests shorten it).
+    settle: Duration,
+    /// An earlier daemon held deletions for this folder: the first round holds its deletions
+    /// too (a restart must not release what the user has not allowed).
+    inherited: bool,
 }
 
 impl Guard {
-    /// A fresh guard; a row left by an earlier daemon (and its allowance) is dropped: this one
-    /// judges the folder again.
+    /// A fresh guard. A row left by an earlier daemon is dropped with its allowance (the first
+    /// round holds again whatever deletions it finds, under a new generation).
     pub(super) fn new(limits: Limits, state: &State, folder: FolderId) -> Result<Self> {
+        let inherited = state.held(folder)?.is_some();
         state.clear_held(folder)?;
         Ok(Guard {
             limits,
@@ -48,6 +61,10 @@ impl Guard {
             generation: crate::status::now_ms(),
             allowed: BTreeSet::new(),
             recent: VecDeque::new(),
+            seen: BTreeMap::new(),
+            settling: BTreeSet::new(),
+            settle: SETTLE,
+            inherited,
         })
     }
 
@@ -55,8 +72,18 @@ impl Guard {
         !self.held.is_empty()
     }
 
-    pub(super) fn held_paths(&self) -> impl Iterator<Item = &String> {
-        self.held.iter()
+    /// Deletions held or settling: the next rounds must plan them again.
+    pub(super) fn waiting_paths(&self) -> impl Iterator<Item = &String> {
+        self.held.iter().chain(&self.settling)
+    }
+
+    /// When the earliest settling deletion may run (a round is due then).
+    pub(super) fn settle_deadline(&self) -> Option<Instant> {
+        self.settling
+            .iter()
+            .filter_map(|p| self.seen.get(p))
+            .min()
+            .map(|t| *t + self.settle)
     }
 
     /// The status detail while something is held.
@@ -99,16 +126,46 @@ impl Guard {
             self.recent.pop_front();
         }
         let recent = self.recent.iter().map(|(_, n)| n).sum();
-        let verdict = judge(
+        // First sightings of the plan's (not yet allowed) deletions; nothing else is waiting.
+        let deleting: BTreeSet<String> = ops
+            .iter()
+            .filter(|op| is_deletion(op) && !self.allowed.contains(op.path()))
+            .map(|op| op.path().to_owned())
+            .collect();
+        self.seen.retain(|p, _| deleting.contains(p));
+        for p in &deleting {
+            self.seen.entry(p.clone()).or_insert(now);
+        }
+        let holding = self.holding() || std::mem::take(&mut self.inherited);
+        let decision = decide(
             &ops,
-            synced,
-            &self.allowed,
+            (synced, &self.allowed),
             recent,
+            holding,
             || synced_files(all_synced),
             &self.limits,
         );
-        let (run, held) = split(ops, verdict.is_some(), &self.allowed);
-        let held: BTreeSet<String> = held.iter().map(|op| op.path().to_owned()).collect();
+        let (verdict, settle) = match decision {
+            Decision::Run => (None, false),
+            Decision::Hold(h) => (Some(h), false),
+            Decision::Settle => (None, true),
+        };
+        let fresh = |p: &str| {
+            self.seen
+                .get(p)
+                .is_some_and(|t| now.duration_since(*t) < self.settle)
+        };
+        let waits = |op: &Op| {
+            deleting.contains(op.path()) && (verdict.is_some() || (settle && fresh(op.path())))
+        };
+        let (waiting, run): (Vec<Op>, Vec<Op>) = ops.into_iter().partition(|op| waits(op));
+        let waiting: BTreeSet<String> = waiting.iter().map(|op| op.path().to_owned()).collect();
+        let (held, settling) = if verdict.is_some() {
+            (waiting, BTreeSet::new())
+        } else {
+            (BTreeSet::new(), waiting)
+        };
+        self.settling = settling;
         let changed = held != self.held;
         if changed {
             self.generation += 1;
@@ -152,5 +209,123 @@ impl Guard {
         if files > 0 {
             self.recent.push_back((Instant::now(), files));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cairn_proto::{ContentId, Version};
+
+    use super::*;
+    use crate::tree::{Content, Stat, SyncedEntry};
+
+    fn synced(files: usize) -> SyncedTree {
+        (0..files)
+            .map(|i| {
+                let e = SyncedEntry {
+                    version: Version(1),
+                    content: Content::File {
+                        id: ContentId([i as u8; 32]),
+                        exec: false,
+                    },
+                    stat: Stat::default(),
+                };
+                (format!("f/{i}"), e)
+            })
+            .collect()
+    }
+
+    fn deleting(range: std::ops::Range<usize>) -> Vec<Op> {
+        range
+            .map(|i| Op::DeleteRemote {
+                path: format!("f/{i}"),
+                base_version: Version(1),
+            })
+            .collect()
+    }
+
+    fn setup() -> (tempfile::TempDir, State, FolderId) {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(&dir.path().join("state.db")).unwrap();
+        let folder = state.folder(Path::new("/r"), "ns", "http://s").unwrap();
+        (dir, state, folder)
+    }
+
+    const QUIET: Events = Events {
+        json: false,
+        quiet: true,
+    };
+
+    #[test]
+    fn a_held_set_runs_once_allowed_then_the_guard_judges_afresh() {
+        let (_dir, state, folder) = setup();
+        let tree = synced(40);
+        let mut g = Guard::new(Limits::default(), &state, folder).unwrap();
+        let (run, changed) = g.hold(deleting(0..40), &tree, &tree);
+        assert!(run.is_empty() && changed && g.holding());
+        g.persist(&state, folder, QUIET, Path::new("/r")).unwrap();
+        assert!(!g.allowance_arrived(&state, folder).unwrap());
+
+        let row = state.held(folder).unwrap().expect("a row");
+        assert_eq!(row.held.files, 40);
+        assert!(state.allow_held(folder, row.generation).unwrap());
+        assert!(g.allowance_arrived(&state, folder).unwrap());
+        let (run, changed) = g.hold(deleting(0..40), &tree, &tree);
+        assert_eq!((run.len(), changed, g.holding()), (40, true, false));
+        g.persist(&state, folder, QUIET, Path::new("/r")).unwrap();
+        g.ran(&run, &tree);
+        assert_eq!(state.held(folder).unwrap(), None);
+
+        // The allowance is used up: the next mass delete is held again.
+        let (run, _) = g.hold(deleting(0..40), &tree, &tree);
+        assert!(run.is_empty() && g.holding());
+    }
+
+    #[test]
+    fn a_few_deletions_settle_first_and_a_burst_arriving_meanwhile_is_held_whole() {
+        let (_dir, state, folder) = setup();
+        let tree = synced(40);
+        let mut g = Guard::new(Limits::default(), &state, folder).unwrap();
+        // The watcher's first batch: 3 files. They wait.
+        let (run, _) = g.hold(deleting(0..3), &tree, &tree);
+        assert!(run.is_empty() && !g.holding());
+        assert!(g.settle_deadline().is_some());
+        assert_eq!(g.waiting_paths().count(), 3);
+        // The rest of the burst: 40 of 40, held together.
+        let (run, _) = g.hold(deleting(0..40), &tree, &tree);
+        assert!(run.is_empty() && g.holding());
+        assert_eq!(g.verdict.as_ref().map(|h| h.files), Some(40));
+        assert_eq!(g.settle_deadline(), None);
+
+        // Alone, a few deletions run once settled.
+        let (_dir, state, folder) = setup();
+        let mut g = Guard::new(Limits::default(), &state, folder).unwrap();
+        g.settle = Duration::ZERO;
+        let (run, _) = g.hold(deleting(0..3), &tree, &tree);
+        assert_eq!(run.len(), 3);
+    }
+
+    #[test]
+    fn deletions_held_stay_held_through_the_window_and_a_restart() {
+        let (_dir, state, folder) = setup();
+        let tree = synced(40);
+        let mut g = Guard::new(Limits::default(), &state, folder).unwrap();
+        g.settle = Duration::ZERO;
+        g.hold(deleting(0..30), &tree, &tree);
+        g.persist(&state, folder, QUIET, Path::new("/r")).unwrap();
+        // 27 files restored: the 3 left would pass on their own, but stay held.
+        let (run, _) = g.hold(deleting(0..3), &tree, &tree);
+        assert!(run.is_empty() && g.holding());
+        // A new daemon holds them too, under a new generation (no old allowance carries over).
+        let old = state.held(folder).unwrap().unwrap().generation;
+        let mut g = Guard::new(Limits::default(), &state, folder).unwrap();
+        g.settle = Duration::ZERO;
+        let (run, changed) = g.hold(deleting(0..3), &tree, &tree);
+        assert!(run.is_empty() && changed && g.holding());
+        g.persist(&state, folder, QUIET, Path::new("/r")).unwrap();
+        assert_ne!(state.held(folder).unwrap().unwrap().generation, old);
+        // Restoring every file releases the folder.
+        let (run, changed) = g.hold(Vec::new(), &tree, &tree);
+        assert!(run.is_empty() && changed && !g.holding());
     }
 }
