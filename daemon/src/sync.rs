@@ -84,7 +84,7 @@ pub struct Round {
     pub stat_calls: u64,
     /// Paths the round planned.
     pub planned: usize,
-    /// Deletions the delete guard held back (not counted in `ops`).
+    /// Deletions the delete guard held back, or that wait a moment to settle (not in `ops`).
     pub held: usize,
 }
 

@@ -31,7 +31,8 @@ pub(super) struct Guard {
     /// The last verdict while `held` is not empty.
     verdict: Option<Held>,
     /// Changes whenever `held` does; what the state DB row and an allowance name. Starts at the
-    /// clock, so an allowance left by an earlier daemon never matches.
+    /// clock (or past an earlier daemon's), so an allowance given to an earlier daemon never
+    /// matches.
     generation: i64,
     /// Deletions the user allowed, for the next round only.
     allowed: BTreeSet<String>,
@@ -52,19 +53,20 @@ impl Guard {
     /// A fresh guard. A row left by an earlier daemon is dropped with its allowance (the first
     /// round holds again whatever deletions it finds, under a new generation).
     pub(super) fn new(limits: Limits, state: &State, folder: FolderId) -> Result<Self> {
-        let inherited = state.held(folder)?.is_some();
+        let old = state.held(folder)?;
         state.clear_held(folder)?;
         Ok(Guard {
             limits,
             held: BTreeSet::new(),
             verdict: None,
-            generation: crate::status::now_ms(),
+            // Past the old row's, so an allowance given for it can never match a new held set.
+            generation: crate::status::now_ms().max(old.as_ref().map_or(0, |r| r.generation)),
             allowed: BTreeSet::new(),
             recent: VecDeque::new(),
             seen: BTreeMap::new(),
             settling: BTreeSet::new(),
             settle: SETTLE,
-            inherited,
+            inherited: old.is_some(),
         })
     }
 
@@ -118,24 +120,8 @@ impl Guard {
         all_synced: &SyncedTree,
     ) -> (Vec<Op>, bool) {
         let now = Instant::now();
-        while self
-            .recent
-            .front()
-            .is_some_and(|(t, _)| now.duration_since(*t) > DELETE_WINDOW)
-        {
-            self.recent.pop_front();
-        }
-        let recent = self.recent.iter().map(|(_, n)| n).sum();
-        // First sightings of the plan's (not yet allowed) deletions; nothing else is waiting.
-        let deleting: BTreeSet<String> = ops
-            .iter()
-            .filter(|op| is_deletion(op) && !self.allowed.contains(op.path()))
-            .map(|op| op.path().to_owned())
-            .collect();
-        self.seen.retain(|p, _| deleting.contains(p));
-        for p in &deleting {
-            self.seen.entry(p.clone()).or_insert(now);
-        }
+        let recent = self.recent_files(now);
+        let deleting = self.note_deletions(&ops, now);
         let holding = self.holding() || std::mem::take(&mut self.inherited);
         let decision = decide(
             &ops,
@@ -173,6 +159,33 @@ impl Guard {
         }
         self.verdict = verdict;
         (run, changed)
+    }
+
+    /// Files deleted within the window before `now` (older entries are dropped).
+    fn recent_files(&mut self, now: Instant) -> u64 {
+        while self
+            .recent
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > DELETE_WINDOW)
+        {
+            self.recent.pop_front();
+        }
+        self.recent.iter().map(|(_, n)| n).sum()
+    }
+
+    /// The plan's deletions not yet allowed; records when each was first planned (a path no
+    /// longer planned for deletion is forgotten).
+    fn note_deletions(&mut self, ops: &[Op], now: Instant) -> BTreeSet<String> {
+        let deleting: BTreeSet<String> = ops
+            .iter()
+            .filter(|op| is_deletion(op) && !self.allowed.contains(op.path()))
+            .map(|op| op.path().to_owned())
+            .collect();
+        self.seen.retain(|p, _| deleting.contains(p));
+        for p in &deleting {
+            self.seen.entry(p.clone()).or_insert(now);
+        }
+        deleting
     }
 
     /// Writes what is held now to the state DB (where `cairn status` and `cairn resume` read it)
