@@ -63,11 +63,13 @@ fn main() {
     edit_locality(if quick { 20 } else { 200 }, params);
 }
 
+/// A named edit of a file's bytes (the seed varies appended data).
+type Edit = (&'static str, fn(&mut Vec<u8>, u64));
+
 /// How many chunks an edit makes new, over `files` random 20 MiB files: the histogram behind
 /// "a small edit uploads at most 2 chunks".
 fn edit_locality(files: u64, params: ChunkParams) {
     use std::collections::HashSet;
-    type Edit = (&'static str, fn(&mut Vec<u8>, u64));
     let edits: [Edit; 3] = [
         ("flip 1 byte in the middle", |d, _| d[10 << 20] ^= 0xff),
         ("insert 100 bytes in the middle", |d, _| {

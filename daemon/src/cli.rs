@@ -43,9 +43,9 @@ pub struct Cli {
 pub enum Command {
     /// Upload DIR's changes to the namespace (one shot; never changes local files except to
     /// rename a file the server stored as a conflict copy).
-    Push(FolderArgs),
+    Push(TransferArgs),
     /// Download the namespace's changes into DIR (one shot).
-    Pull(FolderArgs),
+    Pull(TransferArgs),
     /// List the retained versions of one file, newest first.
     Versions(VersionsArgs),
     /// Recent changes under PATH (default: the current folder): when, which device, what.
@@ -79,6 +79,31 @@ pub enum Command {
     /// Start an embedded server on a temp dir, push a sample folder, pull it elsewhere, and say
     /// what happened.
     Quickstart,
+    /// Lift the delete guard of a folder the daemon syncs: `--allow-deletes` lets the deletions
+    /// it holds through once.
+    Resume(ResumeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// The synced folder.
+    pub dir: PathBuf,
+    /// Apply the deletions the delete guard holds now (once; the guard is armed again after).
+    #[arg(long)]
+    pub allow_deletes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TransferArgs {
+    /// The local folder.
+    pub dir: PathBuf,
+    /// The namespace (synced tree) on the server.
+    #[arg(long, short = 'n')]
+    pub namespace: String,
+    /// Apply deletions even past the delete guard's limits (config `[delete_guard]`: more than
+    /// 50% of the folder's files, from 10 files on, or more than 1000 files).
+    #[arg(long)]
+    pub allow_deletes: bool,
 }
 
 #[derive(Debug, Args)]

@@ -11,6 +11,7 @@ use crate::chunker::ChunkParams;
 use crate::config::Config;
 use crate::download::Pull;
 use crate::error::{Error, Result};
+use crate::guard::{self, Held};
 use crate::planner::{Op, plan};
 use crate::remote::Remote;
 use crate::scanner::scan;
@@ -62,6 +63,8 @@ pub struct PushSummary {
     pub chunks_healed: u64,
     pub seconds: f64,
     pub errors: Vec<String>,
+    /// Deletions the delete guard held (nothing deleted on the server; `--allow-deletes`).
+    pub held_deletes: u64,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -74,6 +77,8 @@ pub struct PullSummary {
     pub conflicts: u64,
     pub seconds: f64,
     pub errors: Vec<String>,
+    /// Deletions the delete guard held (nothing deleted here; `--allow-deletes`).
+    pub held_deletes: u64,
 }
 
 /// The folder's canonical root; it must exist and be a directory.
@@ -162,7 +167,13 @@ pub(crate) fn workers() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
-pub async fn push(cfg: &Config, dir: &Path, namespace: &str, ui: Ui) -> Result<PushSummary> {
+pub async fn push(
+    cfg: &Config,
+    dir: &Path,
+    namespace: &str,
+    ui: Ui,
+    allow_deletes: bool,
+) -> Result<PushSummary> {
     let started = Instant::now();
     let root = canonical_root(dir)?;
     let (remote, info, remote_tree, head, mut errors) = open_remote(cfg, namespace).await?;
@@ -179,6 +190,11 @@ pub async fn push(cfg: &Config, dir: &Path, namespace: &str, ui: Ui) -> Result<P
         .filter(Op::is_upload_side)
         .filter(|op| known_locally(op, &scanned))
         .collect();
+    let trees = (&scanned.tree, &remote_tree, &synced);
+    let (ops, held) = guard::one_shot(ops, trees, &cfg.delete_guard, allow_deletes);
+    if let Some(h) = &held {
+        errors.push(held_error(h, cfg, "push", dir, namespace));
+    }
     tracing::debug!(ops = ops.len(), "push plan");
     let up_bar = ui.bar("uploading");
     let mut exec = Push {
@@ -220,10 +236,31 @@ pub async fn push(cfg: &Config, dir: &Path, namespace: &str, ui: Ui) -> Result<P
         chunks_healed: healed,
         seconds: started.elapsed().as_secs_f64(),
         errors: errors.iter().map(ToString::to_string).collect(),
+        held_deletes: held.map_or(0, |h| h.ops),
     })
 }
 
-pub async fn pull(cfg: &Config, dir: &Path, namespace: &str, ui: Ui) -> Result<PullSummary> {
+/// What the one-shot commands say when the delete guard held deletions.
+fn held_error(h: &Held, cfg: &Config, verb: &str, dir: &Path, namespace: &str) -> Error {
+    let kept = if verb == "push" {
+        "on the server"
+    } else {
+        "here"
+    };
+    Error::Config(format!(
+        "{}; nothing was deleted {kept} — if they are meant, run `cairn {verb} {} --namespace {namespace} --allow-deletes`",
+        h.summary(&cfg.delete_guard),
+        dir.display()
+    ))
+}
+
+pub async fn pull(
+    cfg: &Config,
+    dir: &Path,
+    namespace: &str,
+    ui: Ui,
+    allow_deletes: bool,
+) -> Result<PullSummary> {
     let started = Instant::now();
     let (remote, info, remote_tree, head, mut errors) = open_remote(cfg, namespace).await?;
     // Like `rclone copy` or `git clone`: a missing target folder is created, but only once the
@@ -270,6 +307,11 @@ pub async fn pull(cfg: &Config, dir: &Path, namespace: &str, ui: Ui) -> Result<P
             _ => None,
         })
         .collect();
+    let trees = (&scanned.tree, &remote_tree, &synced);
+    let (ops, held) = guard::one_shot(ops, trees, &cfg.delete_guard, allow_deletes);
+    if let Some(h) = &held {
+        errors.push(held_error(h, cfg, "pull", dir, namespace));
+    }
     tracing::debug!(ops = ops.len(), "pull plan");
     let bar = ui.bar("downloading");
     let device = if info.device.is_empty() {
@@ -302,5 +344,6 @@ pub async fn pull(cfg: &Config, dir: &Path, namespace: &str, ui: Ui) -> Result<P
         conflicts: stats.conflicts,
         seconds: started.elapsed().as_secs_f64(),
         errors: errors.iter().map(ToString::to_string).collect(),
+        held_deletes: held.map_or(0, |h| h.ops),
     })
 }

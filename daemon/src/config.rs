@@ -4,6 +4,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::guard::Limits;
 
 /// A device token. Its `Debug` and `Display` never show the secret.
 #[derive(Clone)]
@@ -58,6 +59,8 @@ pub struct Config {
     pub dirs: Dirs,
     /// How often the daemon rescans every folder as a safety net (config `scan_interval`, seconds).
     pub scan_interval: std::time::Duration,
+    /// When a sync's deletions wait for `cairn resume --allow-deletes` (config `[delete_guard]`).
+    pub delete_guard: Limits,
 }
 
 /// The daemon's default full-scan interval.
@@ -71,6 +74,34 @@ struct FileConfig {
     token_file: Option<PathBuf>,
     /// Seconds between the daemon's full scans.
     scan_interval: Option<u64>,
+    delete_guard: Option<GuardConfig>,
+}
+
+/// `[delete_guard]` in config.toml; a missing key keeps its default.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GuardConfig {
+    max_percent: Option<u64>,
+    max_files: Option<u64>,
+    percent_floor: Option<u64>,
+}
+
+impl GuardConfig {
+    fn resolve(self, file: &Path) -> Result<Limits> {
+        let d = Limits::default();
+        let limits = Limits {
+            max_percent: self.max_percent.unwrap_or(d.max_percent),
+            max_files: self.max_files.unwrap_or(d.max_files),
+            percent_floor: self.percent_floor.unwrap_or(d.percent_floor),
+        };
+        if limits.max_percent > 100 {
+            return Err(Error::Config(format!(
+                "{}: delete_guard.max_percent must be 0 to 100 (100 turns the percent rule off)",
+                file.display()
+            )));
+        }
+        Ok(limits)
+    }
 }
 
 impl Config {
@@ -101,6 +132,7 @@ impl Config {
             Some(s) => std::time::Duration::from_secs(s),
             None => DEFAULT_SCAN_INTERVAL,
         };
+        let delete_guard = file.delete_guard.unwrap_or_default().resolve(&file_path)?;
         let token = match (token, file.token, file.token_file) {
             (Some(t), _, _) | (None, Some(t), _) => t,
             (None, None, Some(tf)) => {
@@ -133,6 +165,7 @@ impl Config {
             token: Token(token),
             dirs,
             scan_interval,
+            delete_guard,
         })
     }
 }
@@ -141,7 +174,7 @@ fn read_file_config(path: &Path) -> Result<FileConfig> {
     match std::fs::read_to_string(path) {
         Ok(text) => toml::from_str(&text).map_err(|e| {
             Error::Config(format!(
-                "{}: {} — fix the file (keys: server, token, token_file, scan_interval)",
+                "{}: {} — fix the file (keys: server, token, token_file, scan_interval, [delete_guard] max_percent / max_files / percent_floor)",
                 path.display(),
                 e.message()
             ))
@@ -184,6 +217,7 @@ mod tests {
                 data: "/d".into(),
             },
             scan_interval: DEFAULT_SCAN_INTERVAL,
+            delete_guard: Limits::default(),
         };
         assert!(!format!("{c:?}").contains("s3cr3t"));
     }
@@ -208,6 +242,36 @@ mod tests {
         .unwrap();
         assert_eq!(c.server, "http://flag:2");
         assert_eq!(c.token.expose(), "t2");
+    }
+
+    #[test]
+    fn the_delete_guard_limits_come_from_the_config_file_with_defaults_for_the_rest() {
+        let home = tempfile::tempdir().unwrap();
+        let cfg = |text: &str| {
+            std::fs::write(home.path().join("config.toml"), text).unwrap();
+            Config::resolve(
+                Some("http://s:1".into()),
+                Some("t".into()),
+                Some(home.path()),
+            )
+        };
+        assert_eq!(cfg("").unwrap().delete_guard, Limits::default());
+        let c = cfg("[delete_guard]\nmax_files = 200\n").unwrap();
+        assert_eq!(
+            c.delete_guard,
+            Limits {
+                max_files: 200,
+                ..Limits::default()
+            }
+        );
+        let err = cfg("[delete_guard]\nmax_percent = 150\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("delete_guard.max_percent"), "{err}");
+        let err = cfg("[delete_guard]\nmax_precent = 10\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_precent"), "{err}");
     }
 
     #[test]

@@ -394,7 +394,8 @@ pub async fn restore(cfg: &Config, target: &Target, args: &RestoreArgs, ui: Ui) 
             }
             Some(f) => {
                 let quiet = Ui { quiet: true, ..ui };
-                let s = commands::pull(cfg, &f.root, &target.namespace, quiet).await?;
+                // The user asked for this state (files created since are deleted): no guard.
+                let s = commands::pull(cfg, &f.root, &target.namespace, quiet, true).await?;
                 if !s.errors.is_empty() {
                     code = code.max(exit::PARTIAL);
                     for e in &s.errors {

@@ -79,7 +79,13 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         .build()?;
     match &cli.command {
         Command::Push(a) => {
-            let s = rt.block_on(commands::push(&cfg, &a.dir, &a.namespace, ui))?;
+            let s = rt.block_on(commands::push(
+                &cfg,
+                &a.dir,
+                &a.namespace,
+                ui,
+                a.allow_deletes,
+            ))?;
             let human = format!(
                 "pushed {}: {} files ({} bytes) scanned, {} chunks, {} uploaded ({} bytes), {} bytes deduplicated, {} committed, {} deleted, {} conflicts in {:.2}s",
                 a.dir.display(),
@@ -102,7 +108,13 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             })
         }
         Command::Pull(a) => {
-            let s = rt.block_on(commands::pull(&cfg, &a.dir, &a.namespace, ui))?;
+            let s = rt.block_on(commands::pull(
+                &cfg,
+                &a.dir,
+                &a.namespace,
+                ui,
+                a.allow_deletes,
+            ))?;
             let human = format!(
                 "pulled into {}: {} files on the server, {} written, {} chunks ({} bytes) downloaded, {} deleted, {} conflicts in {:.2}s",
                 a.dir.display(),
@@ -178,6 +190,15 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 .iter()
                 .any(|r| r.state == "error" || !r.errors.is_empty());
             Ok(if bad { exit::PARTIAL } else { exit::OK })
+        }
+        Command::Resume(a) => {
+            let r = cairn::resume::resume(&cfg, &a.dir, a.allow_deletes)?;
+            if ui.json {
+                println!("{}", serde_json::json!(r));
+            } else if !ui.quiet {
+                eprintln!("{}", r.message);
+            }
+            Ok(exit::OK)
         }
         Command::Quickstart => unreachable!("quickstart returns before the config is resolved"),
         Command::Versions(a) => {

@@ -50,8 +50,8 @@ async fn walk_through(base: &Path, db: &Path, url: &str, ui: Ui) -> Result<()> {
         json: false,
     };
 
-    let first = commands::push(&laptop, &src, NAMESPACE, quiet).await?;
-    let pulled = commands::pull(&desktop, &dst, NAMESPACE, quiet).await?;
+    let first = commands::push(&laptop, &src, NAMESPACE, quiet, false).await?;
+    let pulled = commands::pull(&desktop, &dst, NAMESPACE, quiet, false).await?;
     let same = same_tree(&src, &dst)?;
 
     // One byte changed in the middle of the 8 MiB photo: only the chunk around it travels.
@@ -59,8 +59,8 @@ async fn walk_through(base: &Path, db: &Path, url: &str, ui: Ui) -> Result<()> {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
     std::fs::write(&photo, &bytes)?;
-    let edit = commands::push(&laptop, &src, NAMESPACE, quiet).await?;
-    let repull = commands::pull(&desktop, &dst, NAMESPACE, quiet).await?;
+    let edit = commands::push(&laptop, &src, NAMESPACE, quiet, false).await?;
+    let repull = commands::pull(&desktop, &dst, NAMESPACE, quiet, false).await?;
     let same_after_edit = same_tree(&src, &dst)?;
 
     if ui.json {

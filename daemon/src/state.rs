@@ -42,6 +42,9 @@ fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
         M::up(include_str!("../../migrations/daemon/0001_init.sql")),
         M::up(include_str!("../../migrations/daemon/0002_live.sql")),
+        M::up(include_str!(
+            "../../migrations/daemon/0003_delete_guard.sql"
+        )),
     ])
 }
 

@@ -57,17 +57,19 @@ pub struct StatusRow {
     pub bytes_left: u64,
     pub errors: Vec<PathError>,
     pub detail: String,
+    /// Deletions (files) the delete guard holds until `cairn resume DIR --allow-deletes`.
+    pub held_deletes: u64,
     pub daemon_running: bool,
     pub updated_at_ms: i64,
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-fn pid_alive(pid: i64) -> bool {
+pub(crate) fn pid_alive(pid: i64) -> bool {
     pid > 0 && Path::new(&format!("/proc/{pid}")).exists()
 }
 
@@ -90,8 +92,9 @@ impl State {
         let mut stmt = self
             .conn()
             .prepare(
-                "SELECT f.root, f.namespace, s.state, s.files_left, s.bytes_left, s.errors, s.detail, s.pid, s.updated_at_ms
-                 FROM folders f LEFT JOIN folder_status s ON s.folder_id = f.id WHERE f.live = 1 ORDER BY f.root",
+                "SELECT f.root, f.namespace, s.state, s.files_left, s.bytes_left, s.errors, s.detail, s.pid, s.updated_at_ms, g.held_files
+                 FROM folders f LEFT JOIN folder_status s ON s.folder_id = f.id
+                 LEFT JOIN delete_guard g ON g.folder_id = f.id WHERE f.live = 1 ORDER BY f.root",
             )
             .map_err(self.err())?;
         let rows = stmt
@@ -117,6 +120,11 @@ impl State {
                     } else {
                         "no cairn daemon is running for this --home; start `cairn daemon`"
                             .to_owned()
+                    },
+                    held_deletes: if running {
+                        r.get::<_, Option<i64>>(9)?.unwrap_or(0) as u64
+                    } else {
+                        0
                     },
                     daemon_running: running,
                     updated_at_ms: r.get::<_, Option<i64>>(8)?.unwrap_or(0),

@@ -35,6 +35,9 @@ use crate::tree::{Content, RemoteEntry, RemoteTree, SyncedTree};
 use crate::upload::Push;
 use crate::watch::{Trigger, follow_remote, jitter, watch_local};
 
+mod held;
+use held::{ALLOWANCE_POLL, Guard};
+
 /// Rounds per wake-up before waiting for the next one (a plan that never empties, e.g. a file
 /// that keeps changing while read, must not spin).
 const MAX_ROUNDS: usize = 8;
@@ -67,6 +70,8 @@ pub struct FolderSync {
     /// Paths the next round must plan even if nothing about them is seen to change: what the
     /// last round worked on (outside these, the last plan was empty).
     pending: BTreeSet<String>,
+    /// The mass-delete guard: what it holds, what the user allowed.
+    guard: Guard,
 }
 
 /// What one round did.
@@ -79,6 +84,8 @@ pub struct Round {
     pub stat_calls: u64,
     /// Paths the round planned.
     pub planned: usize,
+    /// Deletions the delete guard held back, or that wait a moment to settle (not in `ops`).
+    pub held: usize,
 }
 
 impl FolderSync {
@@ -98,6 +105,7 @@ impl FolderSync {
         let params = params_of(&info)?;
         let mut state = state;
         state.record_changes();
+        let guard = Guard::new(cfg.delete_guard, &state, folder)?;
         Ok(FolderSync {
             root,
             namespace,
@@ -114,6 +122,7 @@ impl FolderSync {
             full_needed: true,
             dirty: BTreeSet::new(),
             pending: BTreeSet::new(),
+            guard,
         })
     }
 
@@ -149,9 +158,19 @@ impl FolderSync {
         let mut retry_at: Option<Instant> = None;
         let mut offline_backoff = Duration::from_millis(200);
         let mut first = true;
+        let mut allowance_poll = Instant::now();
         loop {
             if *shutdown.borrow() {
                 break;
+            }
+            // Only while deletions are held: has `cairn resume --allow-deletes` let them through?
+            if self.guard.holding() && allowance_poll <= Instant::now() {
+                allowance_poll = Instant::now() + ALLOWANCE_POLL;
+                match self.guard.allowance_arrived(&self.state, self.folder) {
+                    Ok(true) => retry_at = Some(Instant::now()),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!("cannot read the delete guard's allowance: {e}"),
+                }
             }
             let due = retry_at.is_some_and(|t| t <= Instant::now()) || next_scan <= Instant::now();
             if due {
@@ -168,10 +187,26 @@ impl FolderSync {
                     next_scan = Instant::now() + interval;
                 }
                 match self.sync_until_quiet().await {
+                    Ok((errors, _)) if self.guard.holding() => {
+                        offline_backoff = Duration::from_millis(200);
+                        let detail = self.guard.detail(&self.root).unwrap_or_default();
+                        self.report(SyncState::Paused, &errors, detail);
+                        self.events.emit("idle", json!({ "folder": self.root, "cursor": self.cursor.0, "held": true, "errors": errors.len() }));
+                        if !errors.is_empty() {
+                            retry_at = Some(Instant::now() + RETRY_AFTER);
+                        }
+                        allowance_poll = Instant::now();
+                    }
                     Ok((errors, worked)) if errors.is_empty() => {
                         offline_backoff = Duration::from_millis(200);
                         let detail = watch_failed.clone().unwrap_or_default();
-                        self.report(SyncState::UpToDate, &[], detail);
+                        // A few deletions may still be settling (they run within a second).
+                        let state = if self.guard.settle_deadline().is_some() {
+                            SyncState::Syncing
+                        } else {
+                            SyncState::UpToDate
+                        };
+                        self.report(state, &[], detail);
                         if worked || first {
                             self.events.emit(
                                 "idle",
@@ -210,7 +245,13 @@ impl FolderSync {
                     }
                 }
             }
-            let wake = retry_at.map_or(next_scan, |t| t.min(next_scan));
+            if let Some(t) = self.guard.settle_deadline() {
+                retry_at = Some(retry_at.map_or(t, |r| r.min(t)));
+            }
+            let mut wake = retry_at.map_or(next_scan, |t| t.min(next_scan));
+            if self.guard.holding() {
+                wake = wake.min(allowance_poll);
+            }
             tokio::select! {
                 _ = shutdown.changed() => {}
                 t = rx.recv() => {
@@ -358,8 +399,7 @@ impl FolderSync {
             let (round, ops, scanned) = self
                 .execute(
                     scanned,
-                    remote,
-                    synced,
+                    (remote, synced, &synced_all),
                     Vec::new(),
                     true,
                     stat_calls,
@@ -376,7 +416,14 @@ impl FolderSync {
         // A folder could not be read: run this round, keep no cache (the next one scans again).
         let planned = scanned.tree.len();
         let (round, _, _) = self
-            .execute(scanned, remote, synced, errors, true, stat_calls, planned)
+            .execute(
+                scanned,
+                (remote, synced, &synced_all),
+                errors,
+                true,
+                stat_calls,
+                planned,
+            )
             .await?;
         self.full_needed = true;
         Ok(round)
@@ -452,8 +499,7 @@ impl FolderSync {
         let res = self
             .execute(
                 scanned,
-                remote,
-                synced,
+                (remote, synced, &cache.synced),
                 errors,
                 false,
                 stat_calls,
@@ -485,17 +531,18 @@ impl FolderSync {
         if let Some(c) = &self.cache {
             next.extend(c.skipped.iter().cloned());
         }
+        // Held and settling deletions are planned again every round, until they run or are undone.
+        next.extend(self.guard.waiting_paths().cloned());
         self.dirty.extend(next.iter().cloned());
         self.pending = next;
     }
 
-    /// Plans over the given trees and executes both sides.
-    #[allow(clippy::too_many_arguments)]
+    /// Plans over the given trees (remote, synced, and the folder's whole synced tree, which the
+    /// delete guard measures against) and executes both sides, less what the guard holds.
     async fn execute(
         &mut self,
         mut scanned: Scanned,
-        remote: RemoteTree,
-        synced: SyncedTree,
+        (remote, synced, all_synced): (RemoteTree, SyncedTree, &SyncedTree),
         mut errors: Vec<Error>,
         full: bool,
         stat_calls: u64,
@@ -506,6 +553,13 @@ impl FolderSync {
             .filter(|op| known_locally(op, &scanned))
             .collect();
         let ops = moves::pair(ops, &scanned.tree, &remote, &synced);
+        let planned_ops = ops.len();
+        let (ops, held_changed) = self.guard.hold(ops, &synced, all_synced);
+        if held_changed {
+            self.guard
+                .persist(&self.state, self.folder, self.events, &self.root)?;
+        }
+        let held = planned_ops - ops.len();
         let work = ops
             .iter()
             .filter(|op| !matches!(op, Op::RecordSynced { .. } | Op::ForgetSynced { .. }))
@@ -516,8 +570,10 @@ impl FolderSync {
             full,
             stat_calls,
             planned,
+            held,
         };
         if ops.is_empty() {
+            self.guard.ran(&ops, &synced);
             self.persist_cursor()?;
             return Ok((quiet(errors), ops, scanned));
         }
@@ -567,9 +623,10 @@ impl FolderSync {
                 "committed": ps.committed, "moved_remote": ps.moved, "moved_local": ds.moved, "files_written": ds.files_written,
                 "chunks_downloaded": ds.chunks_downloaded, "bytes_downloaded": ds.bytes_downloaded,
                 "conflicts": ps.conflicts + ds.conflicts, "errors": errors.len(),
-                "full_scan": full, "stat_calls": stat_calls, "planned": planned,
+                "full_scan": full, "stat_calls": stat_calls, "planned": planned, "held": held,
             }),
         );
+        self.guard.ran(&ops, &synced);
         self.persist_cursor()?;
         // Bookkeeping-only rounds (RecordSynced) count as quiet once applied.
         let round = Round {
@@ -578,6 +635,7 @@ impl FolderSync {
             full,
             stat_calls,
             planned,
+            held,
         };
         Ok((round, ops, scanned))
     }

@@ -57,6 +57,16 @@ impl Device {
         Ok(Daemon { child, events })
     }
 
+    /// `cairn --json resume DIR [--allow-deletes]`: the raw output (exit code, stderr).
+    pub fn resume(&self, dir: &Path, allow_deletes: bool) -> Result<std::process::Output> {
+        let mut c = self.cmd();
+        c.args(["--json", "resume"]).arg(dir);
+        if allow_deletes {
+            c.arg("--allow-deletes");
+        }
+        Ok(c.output()?)
+    }
+
     /// `cairn --json status`: the parsed summary.
     pub fn status(&self) -> Result<serde_json::Value> {
         let out = self.cmd().args(["--json", "status"]).output()?;

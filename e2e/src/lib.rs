@@ -334,12 +334,18 @@ impl Device {
 
     /// Runs `cairn --json <verb> DIR --namespace NS` and returns the output.
     pub fn run(&self, verb: &str, dir: &Path) -> Result<Output> {
+        self.run_with(verb, dir, &[])
+    }
+
+    /// Runs `cairn --json <verb> DIR --namespace NS <extra...>` and returns the output.
+    pub fn run_with(&self, verb: &str, dir: &Path, extra: &[&str]) -> Result<Output> {
         Ok(self
             .cmd()
             .arg("--json")
             .arg(verb)
             .arg(dir)
             .args(["--namespace", &self.namespace])
+            .args(extra)
             .output()?)
     }
 

@@ -11,24 +11,24 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-const CONVERGE: Duration = Duration::from_secs(90);
+pub(crate) const CONVERGE: Duration = Duration::from_secs(90);
 
 /// One device with its folder (added, not yet running).
-struct Dev {
-    device: Device,
-    dir: tempfile::TempDir,
+pub(crate) struct Dev {
+    pub(crate) device: Device,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Dev {
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
-    fn start(&self) -> Result<Daemon> {
+    pub(crate) fn start(&self) -> Result<Daemon> {
         self.device.daemon()
     }
 }
 
-fn devices(backend: Backend, names: &[&str]) -> Result<(CairnServer, Vec<Dev>)> {
+pub(crate) fn devices(backend: Backend, names: &[&str]) -> Result<(CairnServer, Vec<Dev>)> {
     let s = CairnServer::start(backend)?;
     // `serve` prints its address before it has migrated its database, so the first admin call can
     // race the migration: poll until the namespace exists.
@@ -48,7 +48,7 @@ fn devices(backend: Backend, names: &[&str]) -> Result<(CairnServer, Vec<Dev>)> 
 }
 
 /// Waits until every folder holds the same tree and `check` accepts it; returns that tree.
-fn converge(
+pub(crate) fn converge(
     devs: &[&Dev],
     what: &str,
     check: impl Fn(&BTreeMap<String, Node>) -> bool,
@@ -71,7 +71,7 @@ fn converge(
     r
 }
 
-fn file_is(t: &BTreeMap<String, Node>, path: &str, bytes: &[u8]) -> bool {
+pub(crate) fn file_is(t: &BTreeMap<String, Node>, path: &str, bytes: &[u8]) -> bool {
     matches!(t.get(path), Some(Node::File { hash, .. }) if *hash == blake3::hash(bytes).to_hex().to_string())
 }
 

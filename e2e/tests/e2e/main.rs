@@ -16,5 +16,6 @@ pub(crate) use on_every_backend;
 mod accounts;
 mod foundation;
 mod history;
+mod guard;
 mod hostile;
 mod live;
