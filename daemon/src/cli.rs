@@ -23,6 +23,9 @@ pub struct Cli {
         value_name = "TOKEN"
     )]
     pub token: Option<String>,
+    /// A PEM CA certificate to trust for an https:// server (besides the system's roots).
+    #[arg(long, env = "CAIRN_CA_CERT", global = true, value_name = "PEM")]
+    pub ca_cert: Option<PathBuf>,
     /// This device's config and state directory (default: the XDG config and data dirs).
     #[arg(long, env = "CAIRN_HOME", global = true, value_name = "DIR")]
     pub home: Option<PathBuf>,

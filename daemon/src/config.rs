@@ -61,6 +61,9 @@ pub struct Config {
     pub scan_interval: std::time::Duration,
     /// When a sync's deletions wait for `cairn resume --allow-deletes` (config `[delete_guard]`).
     pub delete_guard: Limits,
+    /// A PEM CA certificate to trust for an https:// server besides the system's roots
+    /// (`--ca-cert`, `CAIRN_CA_CERT`, config `ca_cert`; e.g. `cairn-server dev-cert`'s ca.pem).
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// The daemon's default full-scan interval.
@@ -75,6 +78,7 @@ struct FileConfig {
     /// Seconds between the daemon's full scans.
     scan_interval: Option<u64>,
     delete_guard: Option<GuardConfig>,
+    ca_cert: Option<PathBuf>,
 }
 
 /// `[delete_guard]` in config.toml; a missing key keeps its default.
@@ -160,12 +164,20 @@ impl Config {
         if token.is_empty() || token.chars().any(|c| c.is_control() || c == ' ') {
             return Err(Error::Config("the device token is empty or has spaces or control characters — check CAIRN_TOKEN / --token / the token file".into()));
         }
+        let ca_cert = file.ca_cert.map(|c| {
+            if c.is_relative() {
+                dirs.config.join(c)
+            } else {
+                c
+            }
+        });
         Ok(Config {
             server,
             token: Token(token),
             dirs,
             scan_interval,
             delete_guard,
+            ca_cert,
         })
     }
 }
@@ -218,6 +230,7 @@ mod tests {
             },
             scan_interval: DEFAULT_SCAN_INTERVAL,
             delete_guard: Limits::default(),
+            ca_cert: None,
         };
         assert!(!format!("{c:?}").contains("s3cr3t"));
     }

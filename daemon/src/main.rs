@@ -60,11 +60,14 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     if let Command::Login(a) = &cli.command {
         // Login needs no token (it makes one); the placeholder satisfies the resolver and the
         // server's Login ignores it.
-        let cfg = Config::resolve(
+        let mut cfg = Config::resolve(
             cli.server.clone(),
             Some("login".into()),
             cli.home.as_deref(),
         )?;
+        if let Some(ca) = &cli.ca_cert {
+            cfg.ca_cert = Some(ca.clone());
+        }
         let password = read_password(a.password_stdin)?;
         let device = a.device.clone().unwrap_or_else(default_device_name);
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -72,7 +75,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             .build()?;
         return Ok(rt.block_on(cairn::account::login(&cfg, &a.user, &device, &password, ui))?);
     }
-    let cfg = Config::resolve(cli.server.clone(), cli.token.clone(), cli.home.as_deref())?;
+    let mut cfg = Config::resolve(cli.server.clone(), cli.token.clone(), cli.home.as_deref())?;
+    if let Some(ca) = &cli.ca_cert {
+        cfg.ca_cert = Some(ca.clone());
+    }
     tracing::debug!(?cfg, "config");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

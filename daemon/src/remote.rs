@@ -90,6 +90,26 @@ impl Remote {
             })?
             .connect_timeout(Duration::from_secs(10))
             .tcp_nodelay(true);
+        let ca = match &cfg.ca_cert {
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                Error::Config(format!(
+                    "--ca-cert {}: {e} — give the PEM CA certificate the server's certificate was signed with",
+                    path.display()
+                ))
+            })?),
+            None => None,
+        };
+        let endpoint = if cfg.server.starts_with("https://") {
+            let mut tls = tonic::transport::ClientTlsConfig::new().with_native_roots();
+            if let Some(pem) = &ca {
+                tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+            }
+            endpoint
+                .tls_config(tls)
+                .map_err(|e| Error::Config(format!("TLS settings for {}: {e}", cfg.server)))?
+        } else {
+            endpoint
+        };
         let channel = endpoint
             .connect()
             .await
@@ -106,7 +126,13 @@ impl Remote {
         let client = CairnClient::with_interceptor(channel, Auth(value))
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder();
+        if let Some(pem) = &ca {
+            let cert = reqwest::Certificate::from_pem(pem)
+                .map_err(|e| Error::Config(format!("--ca-cert is not a PEM certificate: {e}")))?;
+            http = http.add_root_certificate(cert);
+        }
+        let http = http
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(600))
             .build()

@@ -69,6 +69,8 @@ pub struct CairnServer {
     pub bucket: Option<String>,
     /// The store's credentials (admin commands that touch the store need them too).
     pub envs: Vec<(String, String)>,
+    /// Where the development certificates are, when serving TLS.
+    pub tls_dir: Option<PathBuf>,
 }
 
 impl CairnServer {
@@ -138,6 +140,7 @@ impl CairnServer {
             garage,
             bucket,
             envs,
+            tls_dir: None,
         })
     }
 
@@ -168,8 +171,43 @@ impl CairnServer {
         }
     }
 
+    /// `https://` when the server was started with `--tls-cert`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls_dir.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// The CA devices must trust when the server serves TLS.
+    pub fn ca_cert(&self) -> Option<PathBuf> {
+        self.tls_dir.as_ref().map(|d| d.join("ca.pem"))
+    }
+
+    /// Starts cairn-server with TLS on a development certificate (`cairn-server dev-cert`).
+    pub fn start_tls(backend: Backend) -> Result<Self> {
+        let certs = tempfile::tempdir()?.keep();
+        let out = Command::new(bin("cairn-server"))
+            .args(["dev-cert", "--out"])
+            .arg(&certs)
+            .output()?;
+        if !out.status.success() {
+            bail!("dev-cert failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let (cert, key) = (certs.join("cert.pem"), certs.join("key.pem"));
+        let mut s = Self::start_with(
+            backend,
+            &[
+                "--tls-cert",
+                cert.to_str().expect("utf-8 temp path"),
+                "--tls-key",
+                key.to_str().expect("utf-8 temp path"),
+            ],
+        )?;
+        s.tls_dir = Some(certs);
+        Ok(s)
     }
 
     /// Runs an admin subcommand against this server's database.
@@ -211,6 +249,7 @@ impl CairnServer {
             server: self.url(),
             token,
             namespace: namespace.to_owned(),
+            ca_cert: self.ca_cert(),
         })
     }
 
@@ -254,6 +293,7 @@ impl CairnServer {
             server: self.url(),
             token: String::new(),
             namespace: namespace.to_owned(),
+            ca_cert: self.ca_cert(),
         };
         let mut child = d
             .cmd()
@@ -299,6 +339,8 @@ pub struct Device {
     pub server: String,
     pub token: String,
     pub namespace: String,
+    /// The CA to trust for a TLS server (`--ca-cert`).
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl Device {
@@ -310,6 +352,9 @@ impl Device {
             .arg(&self.server)
             .arg("--home")
             .arg(self.home.path());
+        if let Some(ca) = &self.ca_cert {
+            c.arg("--ca-cert").arg(ca);
+        }
         if self.token.is_empty() {
             // A logged-in device: its token is in the home's token file.
             c.env_remove("CAIRN_TOKEN");

@@ -292,3 +292,49 @@ fn a_device_over_its_rate_limit_is_told_to_retry_and_the_cli_rides_it_out() -> R
     assert_eq!(pushed["files"], 3, "{pushed}");
     Ok(())
 }
+
+#[test]
+fn over_tls_a_device_that_trusts_the_ca_syncs_and_one_that_does_not_is_told_why() -> Result<()> {
+    let s = CairnServer::start_tls(Backend::Local)?;
+    assert!(s.url().starts_with("https://"));
+    wait_for("the namespace", Duration::from_secs(20), || {
+        s.create_namespace("team").ok()
+    })?;
+    let (a, b) = (s.device("team", "laptop")?, s.device("team", "desktop")?);
+    let (src, dst) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let content = random_bytes(rand::random(), 2_000_000);
+    write(src.path(), "over-tls.bin", &content)?;
+    a.push(src.path())?;
+    // Chunks travel on the server's own https blob URLs too.
+    b.pull(dst.path())?;
+    assert_eq!(fs::read(dst.path().join("over-tls.bin"))?, content);
+
+    // Without the CA: refused with a message about the certificate, nothing written.
+    let mut stranger = s.device("team", "stranger")?;
+    stranger.ca_cert = None;
+    let empty = tempfile::tempdir()?;
+    let out = stranger.run("pull", empty.path())?;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(err.contains("certificate") || err.contains("tls"), "{err}");
+    assert_eq!(fs::read_dir(empty.path())?.count(), 0);
+    Ok(())
+}
+
+#[test]
+fn the_server_refuses_plaintext_on_a_non_loopback_address() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = std::process::Command::new(cairn_e2e::bin("cairn-server"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--db"])
+        .arg(dir.path().join("db"))
+        .arg("--store")
+        .arg(format!("local:{}", dir.path().join("blobs").display()))
+        .output()?;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--tls-cert") && err.contains("plaintext"),
+        "{err}"
+    );
+    Ok(())
+}

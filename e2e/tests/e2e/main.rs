@@ -15,7 +15,7 @@ pub(crate) use on_every_backend;
 
 mod accounts;
 mod foundation;
-mod history;
 mod guard;
+mod history;
 mod hostile;
 mod live;
