@@ -375,6 +375,20 @@ impl FolderSync {
         self.pending.clear();
         let db_version = self.state.data_version()?;
         let synced_all = self.state.synced(self.folder)?;
+        // Chunks the server lost (scrub) that files here hold unchanged go up again. Only
+        // devices that may upload ask; a failure waits for the next full scan.
+        let may_upload = !matches!(pb::Role::try_from(self.info.role), Ok(pb::Role::View));
+        if may_upload {
+            match crate::heal::heal(&self.remote, &self.root, &synced_all, self.params).await {
+                Ok(h) if h.healed > 0 => {
+                    tracing::info!(chunks = h.healed, "uploaded chunks the server had lost")
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not heal lost chunks; next full scan retries")
+                }
+            }
+        }
         let mut scanned = scan(
             &self.root,
             &synced_all,
