@@ -62,6 +62,9 @@ pub struct PushSummary {
     pub chunks_healed: u64,
     pub seconds: f64,
     pub errors: Vec<String>,
+    /// Paths that were pushed but that some devices cannot hold as named (Windows-invalid names,
+    /// case twins): not errors, nothing was left out.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -74,6 +77,8 @@ pub struct PullSummary {
     pub conflicts: u64,
     pub seconds: f64,
     pub errors: Vec<String>,
+    /// Case twins written under another name here, and names some devices cannot hold.
+    pub warnings: Vec<String>,
 }
 
 /// The folder's canonical root; it must exist and be a directory.
@@ -220,6 +225,10 @@ pub async fn push(cfg: &Config, dir: &Path, namespace: &str, ui: Ui) -> Result<P
         chunks_healed: healed,
         seconds: started.elapsed().as_secs_f64(),
         errors: errors.iter().map(ToString::to_string).collect(),
+        warnings: crate::portability::warnings(scanned.tree.keys().map(String::as_str))
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
     })
 }
 
@@ -302,5 +311,17 @@ pub async fn pull(cfg: &Config, dir: &Path, namespace: &str, ui: Ui) -> Result<P
         conflicts: stats.conflicts,
         seconds: started.elapsed().as_secs_f64(),
         errors: errors.iter().map(ToString::to_string).collect(),
+        warnings: stats
+            .renamed
+            .iter()
+            .chain(&crate::portability::warnings(live_paths(&remote_tree)))
+            .map(ToString::to_string)
+            .collect(),
     })
+}
+
+fn live_paths(tree: &RemoteTree) -> impl Iterator<Item = &str> {
+    tree.iter()
+        .filter(|(_, e)| e.content.is_some())
+        .map(|(p, _)| p.as_str())
 }

@@ -10,6 +10,7 @@ pub mod tree;
 
 pub use error::{Error, Result};
 pub mod cache;
+pub mod casefold;
 pub mod commands;
 pub mod download;
 pub mod events;
@@ -18,6 +19,7 @@ pub mod history;
 pub mod ignore_rules;
 pub mod live;
 pub mod localfs;
+pub mod portability;
 pub mod remote;
 pub mod scanner;
 pub mod status;

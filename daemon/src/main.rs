@@ -79,6 +79,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 s.conflicts,
                 s.seconds
             );
+            warn(ui, &s.warnings);
             let code = report(ui, &s, &human, &s.errors);
             Ok(if s.quota_exceeded > 0 {
                 exit::REFUSED
@@ -99,6 +100,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 s.conflicts,
                 s.seconds
             );
+            warn(ui, &s.warnings);
             Ok(report(ui, &s, &human, &s.errors))
         }
         Command::Add(a) => {
@@ -157,6 +159,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                     for e in &r.errors {
                         println!("  {}: {}", e.path, e.reason);
                     }
+                    for w in &r.warnings {
+                        println!("  warning: {}: {}", w.path, w.reason);
+                    }
                 }
             }
             let bad = rows
@@ -189,6 +194,15 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Usage(a) => {
             let t = history::resolve(&cfg, a.path.as_deref(), a.namespace.as_deref())?;
             Ok(rt.block_on(history::usage(&cfg, &t, ui))?)
+        }
+    }
+}
+
+/// Per-path warnings (the paths synced): on stderr, as errors are, unless `-q`.
+fn warn(ui: Ui, warnings: &[String]) {
+    if !ui.quiet {
+        for w in warnings {
+            eprintln!("cairn: warning: {w}");
         }
     }
 }

@@ -189,7 +189,7 @@ pub async fn scan_region(
                         };
                         Content::File {
                             id,
-                            exec: is_exec(w.stat.mode),
+                            exec: exec_of(Some(s), w.stat),
                         }
                     }
                     _ => {
@@ -228,7 +228,7 @@ pub async fn scan_region(
                 out.disk.insert(w.path.clone(), w.disk);
                 let content = Content::File {
                     id: content_id,
-                    exec: is_exec(w.stat.mode),
+                    exec: exec_of(synced.get(&w.path), w.stat),
                 };
                 out.tree.insert(
                     w.path,
@@ -250,6 +250,19 @@ pub async fn scan_region(
         }
     }
     Ok(out)
+}
+
+/// The executable bit of a file with `stat`: from the disk when its mode changed since it was
+/// synced, else the synced one. A filesystem that keeps no modes (vfat shows every file as
+/// `rwx`) so never flips the bit of the files it holds.
+fn exec_of(synced: Option<&crate::tree::SyncedEntry>, stat: Stat) -> bool {
+    match synced {
+        Some(s) if s.stat.mode == stat.mode => match s.content {
+            Content::File { exec, .. } => exec,
+            _ => is_exec(stat.mode),
+        },
+        _ => is_exec(stat.mode),
+    }
 }
 
 /// Size, mtime and inode unchanged: the content id can be reused.

@@ -510,8 +510,16 @@ impl Push<'_> {
                 format!("stored on the server as {copy:?}, but that name is taken here"),
             ));
         }
-        localfs::ensure_parents(self.root, copy)?;
-        std::fs::rename(from, &to)
+        // Both folders are opened without following links, as every local write is.
+        let from_rel = from
+            .strip_prefix(self.root)
+            .ok()
+            .and_then(Path::to_str)
+            .ok_or_else(|| Error::path(path, "is not under the synced folder"))?;
+        let src_dir = localfs::ensure_parents(self.root, from_rel)?;
+        let dir = localfs::ensure_parents(self.root, copy)?;
+        src_dir
+            .rename_to(localfs::file_name(from_rel), &dir, localfs::file_name(copy))
             .map_err(|err| Error::path(path, format!("cannot rename to {copy:?}: {err}")))?;
         Ok(Some(e.clone()))
     }
