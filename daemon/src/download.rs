@@ -141,12 +141,18 @@ impl Pull<'_> {
                             std::fs::symlink_metadata(&d).map_err(|e| Error::io(d, e))
                         }),
                     ) {
+                        // The synced exec bit is read from the mode: it must be the
+                        // content's, also where the disk keeps no modes.
+                        let mut stat = stat_of(&md);
+                        if let Content::File { exec, .. } = r {
+                            stat.mode = crate::tree::with_exec(stat.mode, exec);
+                        }
                         changes.push(SyncedChange::Put(
                             path.clone(),
                             SyncedEntry {
                                 version: *version,
                                 content: r,
-                                stat: stat_of(&md),
+                                stat,
                             },
                         ));
                     }
@@ -272,8 +278,9 @@ impl Pull<'_> {
         let res = self
             .fill_temp(path, file, &dir.path().join(&tmp), m, objects, &meta)
             .await;
+        let mode_kept = matches!(res, Ok(true));
         let res = match res {
-            Ok(()) => self.install(rel, &tmp, &disk, &dir, synced.get(path)),
+            Ok(_) => self.install(rel, &tmp, &disk, &dir, synced.get(path)),
             Err(e) => Err(e),
         };
         let conflict = match res {
@@ -283,9 +290,13 @@ impl Pull<'_> {
                 return Err(e);
             }
         };
-        let stat = std::fs::symlink_metadata(&disk)
+        let mut stat = std::fs::symlink_metadata(&disk)
             .map(|md| stat_of(&md))
             .map_err(|e| Error::io(&disk, e))?;
+        if !mode_kept {
+            // The synced state's exec bit is read from this mode: it must be the content's.
+            stat.mode = meta.mode & 0o777;
+        }
         let content = Content::File {
             id: expected,
             exec: is_exec(meta.mode),
@@ -304,6 +315,7 @@ impl Pull<'_> {
     }
 
     /// Downloads and verifies every chunk into `tmp`, then fsyncs it and sets mode and mtime.
+    /// Returns whether the filesystem kept the mode.
     async fn fill_temp(
         &self,
         path: &str,
@@ -312,7 +324,7 @@ impl Pull<'_> {
         m: &pb::FileManifest,
         objects: &[pb::StoredObject],
         meta: &pb::FileMeta,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         for range in ranges(&m.chunks) {
             let first = &m.chunks[range.start];
             let obj = objects
@@ -344,11 +356,11 @@ impl Pull<'_> {
             self.progress.inc(len);
         }
         f.sync_all().map_err(|e| Error::io(tmp, e))?;
-        set_mode(&f, meta.mode).map_err(|e| Error::io(tmp, e))?;
+        let kept = set_mode(&f, meta.mode).map_err(|e| Error::io(tmp, e))?;
         let mtime =
             std::time::UNIX_EPOCH + std::time::Duration::from_nanos(meta.mtime_ns.max(0) as u64);
         f.set_modified(mtime).map_err(|e| Error::io(tmp, e))?;
-        Ok(())
+        Ok(kept)
     }
 
     /// Re-checks the target right before the rename; a changed local entry is kept as a conflict
@@ -494,16 +506,19 @@ impl Pull<'_> {
             .custom_flags(libc_nofollow())
             .open(&dst)
             .map_err(|e| Error::io(&dst, e))?;
-        set_mode(&f, r.mode).map_err(|e| Error::io(&dst, e))?;
+        let mode_kept = set_mode(&f, r.mode).map_err(|e| Error::io(&dst, e))?;
         f.set_modified(
             std::time::UNIX_EPOCH + std::time::Duration::from_nanos(r.mtime_ns.max(0) as u64),
         )
         .map_err(|e| Error::io(&dst, e))?;
         drop(f);
         dir.fsync()?;
-        let stat = std::fs::symlink_metadata(&dst)
+        let mut stat = std::fs::symlink_metadata(&dst)
             .map(|m| stat_of(&m))
             .map_err(|e| Error::io(&dst, e))?;
+        if !mode_kept {
+            stat.mode = r.mode & 0o777;
+        }
         // The remote entry was checked to be a file just above.
         let content = r.content.clone().expect("a live file");
         Ok(Some(SyncedEntry {
@@ -544,8 +559,9 @@ impl Pull<'_> {
 }
 
 /// Sets a file's permission bits. A filesystem that keeps none (vfat, some FUSE mounts) refuses
-/// `chmod`; the content is what matters there, so that refusal is not an error.
-fn set_mode(f: &std::fs::File, mode: u32) -> std::io::Result<()> {
+/// `chmod`; the content is what matters there, so that refusal is not an error. Returns whether
+/// the mode was set.
+fn set_mode(f: &std::fs::File, mode: u32) -> std::io::Result<bool> {
     use std::os::unix::fs::PermissionsExt;
     match f.set_permissions(std::fs::Permissions::from_mode(mode & 0o777)) {
         Err(e)
@@ -559,9 +575,9 @@ fn set_mode(f: &std::fs::File, mode: u32) -> std::io::Result<()> {
             ) =>
         {
             tracing::debug!("this filesystem keeps no permission bits: {e}");
-            Ok(())
+            Ok(false)
         }
-        r => r,
+        r => r.map(|()| true),
     }
 }
 

@@ -161,6 +161,24 @@ fn refused_parent(path: &str, here: &Path, e: rustix::io::Errno) -> Error {
     }
 }
 
+/// Does the folder at `root` keep permission bits? A probe file is created, `chmod`ed and looked
+/// at: vfat refuses or ignores `chmod` and shows every file as `rwx`. A folder that cannot be
+/// probed (read-only) counts as keeping them, which is the ordinary case.
+pub fn keeps_modes(root: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let probe = root.join(format!(
+        "{TMP_PREFIX}modeprobe{:012x}",
+        rand::random::<u64>() >> 16
+    ));
+    if std::fs::File::create_new(&probe).is_err() {
+        return true;
+    }
+    let kept = std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o751)).is_ok()
+        && std::fs::symlink_metadata(&probe).is_ok_and(|m| m.permissions().mode() & 0o777 == 0o751);
+    let _ = std::fs::remove_file(&probe);
+    kept
+}
+
 /// The last component of a root-relative path (its name inside [`ensure_parents`]' folder).
 pub fn file_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)

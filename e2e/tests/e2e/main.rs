@@ -17,3 +17,4 @@ mod foundation;
 mod history;
 mod hostile;
 mod live;
+mod paths;
