@@ -295,7 +295,8 @@ impl FolderSync {
                 .list_changes(self.cursor, CHANGES_PAGE, 0)
                 .await?;
             for e in &r.entries {
-                if cairn_proto::validate_path(&e.path).is_err() {
+                if let Err(why) = cairn_proto::validate_path(&e.path) {
+                    tracing::warn!("the server's log names a path refused here: {why}");
                     continue;
                 }
                 self.pending.insert(e.path.clone());
