@@ -612,6 +612,53 @@ fn hostile_case_twins_pulled_into_a_case_insensitive_folder_keep_both_files() ->
     Ok(())
 }
 
+fn hostile_names_a_live_daemon_syncs_are_listed_as_status_warnings() -> Result<()> {
+    let s = CairnServer::start(Backend::Local)?;
+    s.create_namespace("team")?;
+    let sb = Sandbox::new()?;
+    for p in ["CON", "report.", "A.txt", "a.txt", "fine.txt"] {
+        tree::write(&sb.root, p, p.as_bytes())?;
+    }
+    let dev = s.device("team", "laptop")?;
+    dev.add(&sb.root)?;
+    let _daemon = dev.daemon()?;
+    let st = wait_for(
+        "status warnings",
+        std::time::Duration::from_secs(30),
+        || {
+            let v = dev.status().ok()?;
+            let f = v["folders"].get(0)?.clone();
+            let w = f["warnings"].as_array()?.clone();
+            (f["state"] == "up_to_date" && w.len() >= 3).then_some(f)
+        },
+    )?;
+    let listed: Vec<&str> = st["warnings"]
+        .as_array()
+        .expect("checked above")
+        .iter()
+        .filter_map(|w| w["path"].as_str())
+        .collect();
+    for p in ["CON", "report.", "a.txt"] {
+        ensure!(listed.contains(&p), "no status warning for {p:?}: {st}");
+    }
+    ensure!(
+        st["errors"].as_array().is_some_and(Vec::is_empty),
+        "warnings are not errors: {st}"
+    );
+    // And they all synced.
+    let other = Sandbox::new()?;
+    s.device("team", "desktop")?.pull(&other.root)?;
+    for p in ["CON", "report.", "A.txt", "a.txt", "fine.txt"] {
+        ensure!(std::fs::read(other.root.join(p))? == p.as_bytes(), "{p:?}");
+    }
+    sb.assert_nothing_written_outside()
+}
+
+#[test]
+fn hostile_names_in_a_live_folder() -> Result<()> {
+    hostile_names_a_live_daemon_syncs_are_listed_as_status_warnings()
+}
+
 #[test]
 fn hostile_paths_over_grpc() -> Result<()> {
     hostile_paths_committed_over_grpc_are_refused_naming_the_path()
