@@ -11,7 +11,6 @@ use crate::commands::Ui;
 use crate::config::Config;
 use crate::error::{Error, Result, exit};
 use crate::history::show_time;
-use crate::localfs::fsync_dir;
 use crate::remote::Remote;
 
 pub fn role_name(r: i32) -> &'static str {
@@ -41,7 +40,9 @@ pub fn write_token_file(path: &Path, token: &str) -> Result<()> {
         .and_then(|()| f.sync_all())
         .map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-    fsync_dir(dir)
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
 }
 
 /// `cairn login`: registers this device for `user` and keeps its token in the home's token file.

@@ -65,6 +65,9 @@ pub struct PushSummary {
     pub errors: Vec<String>,
     /// Deletions the delete guard held (nothing deleted on the server; `--allow-deletes`).
     pub held_deletes: u64,
+    /// Paths that were pushed but that some devices cannot hold as named (Windows-invalid names,
+    /// case twins): not errors, nothing was left out.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -79,6 +82,8 @@ pub struct PullSummary {
     pub errors: Vec<String>,
     /// Deletions the delete guard held (nothing deleted here; `--allow-deletes`).
     pub held_deletes: u64,
+    /// Case twins written under another name here, and names some devices cannot hold.
+    pub warnings: Vec<String>,
 }
 
 /// The folder's canonical root; it must exist and be a directory.
@@ -237,6 +242,10 @@ pub async fn push(
         seconds: started.elapsed().as_secs_f64(),
         errors: errors.iter().map(ToString::to_string).collect(),
         held_deletes: held.map_or(0, |h| h.ops),
+        warnings: crate::portability::warnings(scanned.tree.keys().map(String::as_str))
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
     })
 }
 
@@ -345,5 +354,17 @@ pub async fn pull(
         seconds: started.elapsed().as_secs_f64(),
         errors: errors.iter().map(ToString::to_string).collect(),
         held_deletes: held.map_or(0, |h| h.ops),
+        warnings: stats
+            .renamed
+            .iter()
+            .chain(&crate::portability::warnings(live_paths(&remote_tree)))
+            .map(ToString::to_string)
+            .collect(),
     })
+}
+
+fn live_paths(tree: &RemoteTree) -> impl Iterator<Item = &str> {
+    tree.iter()
+        .filter(|(_, e)| e.content.is_some())
+        .map(|(p, _)| p.as_str())
 }

@@ -1,14 +1,16 @@
 //! The pull executor: fetch verified chunks into temp files, re-check, rename; mkdir; careful deletes.
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use cairn_proto::{ChunkId, ContentId, Version, content_id_of, pb};
 use futures::StreamExt;
 use indicatif::ProgressBar;
 
+use crate::casefold::{Intent, Placer, probe_case_insensitive};
 use crate::error::{Error, Result};
-use crate::localfs::{self, Current};
+use crate::localfs::{self, Current, DirHandle};
 use crate::planner::Op;
 use crate::remote::Remote;
 use crate::scanner::stat_of;
@@ -31,6 +33,10 @@ pub struct PullStats {
     pub moved: u64,
     #[serde(skip)]
     pub errors: Vec<Error>,
+    /// Paths written under another name than their own (case twins in a folder that ignores
+    /// letter case): nothing failed, but the user must be told.
+    #[serde(skip)]
+    pub renamed: Vec<Error>,
 }
 
 pub struct Pull<'a> {
@@ -59,36 +65,52 @@ impl Pull<'_> {
         synced: &SyncedTree,
     ) -> Result<PullStats> {
         let mut stats = PullStats::default();
+        // Only a run that touches the disk asks the folder whether it folds case.
+        let touches = ops.iter().any(|op| {
+            matches!(
+                op,
+                Op::Download { .. }
+                    | Op::MkdirLocal { .. }
+                    | Op::MoveLocal { .. }
+                    | Op::DeleteLocal { .. }
+                    | Op::RecordSynced { .. }
+            )
+        });
+        let placer = Placer::new(
+            self.root,
+            touches && probe_case_insensitive(self.root),
+            synced,
+        );
+        let placer = &placer;
         let mut files = Vec::new();
         let mut changes = Vec::new();
         for op in ops {
             match op {
                 Op::Download { path, version, .. } => {
                     match remote_tree.get(path).and_then(|r| r.content.as_ref()) {
-                        Some(Content::Symlink(t)) => match self.write_symlink(path, t, synced) {
-                            Ok(conflict) => {
-                                stats.conflicts += u64::from(conflict);
-                                let stat = std::fs::symlink_metadata(self.root.join(path))
-                                    .map(|m| stat_of(&m))
-                                    .unwrap_or_default();
-                                changes.push(SyncedChange::Put(
-                                    path.clone(),
-                                    SyncedEntry {
-                                        version: *version,
-                                        content: Content::Symlink(t.clone()),
-                                        stat,
-                                    },
-                                ));
+                        Some(Content::Symlink(t)) => {
+                            match self.write_symlink(path, t, synced, placer) {
+                                Ok((conflict, stat)) => {
+                                    stats.conflicts += u64::from(conflict);
+                                    changes.push(SyncedChange::Put(
+                                        path.clone(),
+                                        SyncedEntry {
+                                            version: *version,
+                                            content: Content::Symlink(t.clone()),
+                                            stat,
+                                        },
+                                    ));
+                                }
+                                Err(e) => stats.errors.push(e),
                             }
-                            Err(e) => stats.errors.push(e),
-                        },
+                        }
                         _ => files.push(pb::PathVersion {
                             path: path.clone(),
                             version: version.0,
                         }),
                     }
                 }
-                Op::MkdirLocal { path, version } => match self.mkdir(path, synced) {
+                Op::MkdirLocal { path, version } => match self.mkdir(path, synced, placer) {
                     Ok((stat, conflict)) => {
                         stats.conflicts += u64::from(conflict);
                         changes.push(SyncedChange::Put(
@@ -103,30 +125,41 @@ impl Pull<'_> {
                     Err(e) => stats.errors.push(e),
                 },
                 Op::DeleteLocal { path } => {
-                    match self.delete(path, synced) {
+                    match self.delete(path, synced, placer) {
                         Ok(deleted) => stats.deleted += u64::from(deleted),
                         Err(e) => stats.errors.push(e),
                     }
                     changes.push(SyncedChange::Remove(path.clone()));
                 }
                 Op::RecordSynced { path, version } => {
+                    let disk = placer
+                        .place(path, Intent::Find)
+                        .and_then(|rel| localfs::disk_path(self.root, &rel));
                     if let (Some(r), Ok(md)) = (
                         remote_tree.get(path).and_then(|r| r.content.clone()),
-                        std::fs::symlink_metadata(self.root.join(path)),
+                        disk.and_then(|d| {
+                            std::fs::symlink_metadata(&d).map_err(|e| Error::io(d, e))
+                        }),
                     ) {
+                        // The synced exec bit is read from the mode: it must be the
+                        // content's, also where the disk keeps no modes.
+                        let mut stat = stat_of(&md);
+                        if let Content::File { exec, .. } = r {
+                            stat.mode = crate::tree::with_exec(stat.mode, exec);
+                        }
                         changes.push(SyncedChange::Put(
                             path.clone(),
                             SyncedEntry {
                                 version: *version,
                                 content: r,
-                                stat: stat_of(&md),
+                                stat,
                             },
                         ));
                     }
                 }
                 Op::ForgetSynced { path } => changes.push(SyncedChange::Remove(path.clone())),
                 Op::MoveLocal { from, to, version } => {
-                    match self.move_local(from, to, remote_tree, synced) {
+                    match self.move_local(from, to, remote_tree, synced, placer) {
                         Ok(Some(entry)) => {
                             stats.moved += 1;
                             changes.push(SyncedChange::Remove(from.clone()));
@@ -151,9 +184,10 @@ impl Pull<'_> {
         }
         self.state.apply(self.folder, &changes)?;
         for batch in files.chunks(MANIFEST_BATCH) {
-            self.download_batch(batch.to_vec(), synced, &mut stats)
+            self.download_batch(batch.to_vec(), synced, placer, &mut stats)
                 .await?;
         }
+        stats.renamed = placer.take_notices();
         Ok(stats)
     }
 
@@ -161,15 +195,34 @@ impl Pull<'_> {
         &mut self,
         files: Vec<pb::PathVersion>,
         synced: &SyncedTree,
+        placer: &Placer<'_>,
         stats: &mut PullStats,
     ) -> Result<()> {
         let resp = self.remote.get_manifests(files).await?;
         let objects = &resp.objects;
         let this = &*self;
+        // Places are decided in path order before any download starts, so which of two case
+        // twins keeps its name does not depend on which download finishes first.
+        let places: Vec<Result<String>> = resp
+            .files
+            .iter()
+            .map(|m| {
+                let path = m.entry.as_ref().map_or("", |e| e.path.as_str());
+                cairn_proto::validate_path(path)
+                    .map_err(|e| Error::path(path, format!("refused: {e}")))
+                    .and_then(|()| placer.place(path, Intent::Write))
+            })
+            .collect();
         let results: Vec<(String, Result<Written>)> =
-            futures::stream::iter(resp.files.iter().map(|m| {
+            futures::stream::iter(resp.files.iter().zip(places).map(|(m, place)| {
                 let path = m.entry.as_ref().map(|e| e.path.clone()).unwrap_or_default();
-                async move { (path, this.download_file(m, objects, synced).await) }
+                async move {
+                    let r = match place {
+                        Ok(rel) => this.download_file(m, &rel, objects, synced).await,
+                        Err(e) => Err(e),
+                    };
+                    (path, r)
+                }
             }))
             .buffer_unordered(FILES_IN_FLIGHT)
             .collect()
@@ -193,6 +246,7 @@ impl Pull<'_> {
     async fn download_file(
         &self,
         m: &pb::FileManifest,
+        rel: &str,
         objects: &[pb::StoredObject],
         synced: &SyncedTree,
     ) -> Result<Written> {
@@ -218,24 +272,31 @@ impl Pull<'_> {
                 "the server's manifest does not match the file's content id or size; not written",
             ));
         }
-        let disk = localfs::disk_path(self.root, path)?;
-        let dir = localfs::ensure_parents(self.root, path)?;
-        let tmp = localfs::temp_path(&dir);
-        let res = self.fill_temp(path, &tmp, m, objects, &meta).await;
+        let disk = localfs::disk_path(self.root, rel)?;
+        let dir = localfs::ensure_parents(self.root, rel)?;
+        let (tmp, file) = dir.create_temp()?;
+        let res = self
+            .fill_temp(path, file, &dir.path().join(&tmp), m, objects, &meta)
+            .await;
+        let mode_kept = matches!(res, Ok(true));
         let res = match res {
-            Ok(()) => self.install(path, &tmp, &disk, &dir, synced.get(path)),
+            Ok(_) => self.install(rel, &tmp, &disk, &dir, synced.get(path)),
             Err(e) => Err(e),
         };
         let conflict = match res {
             Ok(c) => c,
             Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
+                let _ = dir.remove(&tmp, false);
                 return Err(e);
             }
         };
-        let stat = std::fs::symlink_metadata(&disk)
+        let mut stat = std::fs::symlink_metadata(&disk)
             .map(|md| stat_of(&md))
             .map_err(|e| Error::io(&disk, e))?;
+        if !mode_kept {
+            // The synced state's exec bit is read from this mode: it must be the content's.
+            stat.mode = meta.mode & 0o777;
+        }
         let content = Content::File {
             id: expected,
             exec: is_exec(meta.mode),
@@ -254,15 +315,16 @@ impl Pull<'_> {
     }
 
     /// Downloads and verifies every chunk into `tmp`, then fsyncs it and sets mode and mtime.
+    /// Returns whether the filesystem kept the mode.
     async fn fill_temp(
         &self,
         path: &str,
+        mut f: std::fs::File,
         tmp: &Path,
         m: &pb::FileManifest,
         objects: &[pb::StoredObject],
         meta: &pb::FileMeta,
-    ) -> Result<()> {
-        let mut f = std::fs::File::create_new(tmp).map_err(|e| Error::io(tmp, e))?;
+    ) -> Result<bool> {
         for range in ranges(&m.chunks) {
             let first = &m.chunks[range.start];
             let obj = objects
@@ -294,22 +356,21 @@ impl Pull<'_> {
             self.progress.inc(len);
         }
         f.sync_all().map_err(|e| Error::io(tmp, e))?;
-        use std::os::unix::fs::PermissionsExt;
-        f.set_permissions(std::fs::Permissions::from_mode(meta.mode & 0o777))
-            .map_err(|e| Error::io(tmp, e))?;
+        let kept = set_mode(&f, meta.mode).map_err(|e| Error::io(tmp, e))?;
         let mtime =
             std::time::UNIX_EPOCH + std::time::Duration::from_nanos(meta.mtime_ns.max(0) as u64);
         f.set_modified(mtime).map_err(|e| Error::io(tmp, e))?;
-        Ok(())
+        Ok(kept)
     }
 
-    /// Re-checks the target right before the rename; a changed local entry is kept as a conflict copy.
+    /// Re-checks the target right before the rename; a changed local entry is kept as a conflict
+    /// copy. `rel` is where the entry goes on disk (root-relative), `tmp` a name in `dir`.
     fn install(
         &self,
-        path: &str,
-        tmp: &Path,
+        rel: &str,
+        tmp: &str,
         disk: &Path,
-        dir: &Path,
+        dir: &DirHandle,
         synced: Option<&SyncedEntry>,
     ) -> Result<bool> {
         let conflict = match localfs::current(disk, synced)? {
@@ -322,52 +383,79 @@ impl Pull<'_> {
                 false
             }
             Current::AsSynced | Current::Different => {
-                localfs::move_to_conflict_copy(self.root, path, self.device)?;
+                localfs::move_to_conflict_copy(self.root, dir, rel, self.device)?;
                 true
             }
         };
-        std::fs::rename(tmp, disk)
-            .map_err(|e| Error::path(path, format!("cannot move the download into place: {e}")))?;
-        localfs::fsync_dir(dir)?;
+        dir.rename(tmp, localfs::file_name(rel))
+            .map_err(|e| Error::path(rel, format!("cannot move the download into place: {e}")))?;
+        dir.fsync()?;
         Ok(conflict)
     }
 
-    fn write_symlink(&self, path: &str, target: &str, synced: &SyncedTree) -> Result<bool> {
+    /// Creates the link; returns whether a local entry was kept as a conflict copy, and the
+    /// link's stat.
+    fn write_symlink(
+        &self,
+        path: &str,
+        target: &str,
+        synced: &SyncedTree,
+        placer: &Placer<'_>,
+    ) -> Result<(bool, crate::tree::Stat)> {
         if !localfs::symlink_target_ok(path, target) {
             return Err(Error::path(
                 path,
                 format!("symlink target {target:?} is absolute or leaves the folder; not created"),
             ));
         }
-        let disk = localfs::disk_path(self.root, path)?;
-        let dir = localfs::ensure_parents(self.root, path)?;
-        let tmp = localfs::temp_path(&dir);
-        std::os::unix::fs::symlink(target, &tmp).map_err(|e| Error::io(&tmp, e))?;
-        self.install(path, &tmp, &disk, &dir, synced.get(path))
+        localfs::disk_path(self.root, path)?;
+        let rel = placer.place(path, Intent::Write)?;
+        let disk = localfs::disk_path(self.root, &rel)?;
+        let dir = localfs::ensure_parents(self.root, &rel)?;
+        let (tmp, f) = dir.create_temp()?;
+        drop(f);
+        let made = dir
+            .remove(&tmp, false)
+            .and_then(|()| dir.symlink(target, &tmp));
+        made.map_err(|e| Error::io(dir.path().join(&tmp), e))?;
+        let conflict = self
+            .install(&rel, &tmp, &disk, &dir, synced.get(path))
             .inspect_err(|_| {
-                let _ = std::fs::remove_file(&tmp);
-            })
+                let _ = dir.remove(&tmp, false);
+            })?;
+        let stat = std::fs::symlink_metadata(&disk)
+            .map(|m| stat_of(&m))
+            .unwrap_or_default();
+        Ok((conflict, stat))
     }
 
-    fn mkdir(&self, path: &str, synced: &SyncedTree) -> Result<(crate::tree::Stat, bool)> {
-        let disk = localfs::disk_path(self.root, path)?;
-        localfs::ensure_parents(self.root, path)?;
+    fn mkdir(
+        &self,
+        path: &str,
+        synced: &SyncedTree,
+        placer: &Placer<'_>,
+    ) -> Result<(crate::tree::Stat, bool)> {
+        localfs::disk_path(self.root, path)?;
+        let rel = placer.place(path, Intent::Write)?;
+        let disk = localfs::disk_path(self.root, &rel)?;
+        let dir = localfs::ensure_parents(self.root, &rel)?;
+        let name = localfs::file_name(&rel);
         let mut conflict = false;
         match std::fs::symlink_metadata(&disk) {
             Ok(md) if md.is_dir() => {}
             Ok(_) => {
                 match localfs::current(&disk, synced.get(path))? {
                     Current::AsSynced => {
-                        std::fs::remove_file(&disk).map_err(|e| Error::io(&disk, e))?
+                        dir.remove(name, false).map_err(|e| Error::io(&disk, e))?
                     }
                     _ => {
-                        localfs::move_to_conflict_copy(self.root, path, self.device)?;
+                        localfs::move_to_conflict_copy(self.root, &dir, &rel, self.device)?;
                         conflict = true;
                     }
                 }
-                std::fs::create_dir(&disk).map_err(|e| Error::io(&disk, e))?;
+                dir.mkdir(name).map_err(|e| Error::io(&disk, e))?;
             }
-            Err(_) => std::fs::create_dir(&disk).map_err(|e| Error::io(&disk, e))?,
+            Err(_) => dir.mkdir(name).map_err(|e| Error::io(&disk, e))?,
         }
         let md = std::fs::symlink_metadata(&disk).map_err(|e| Error::io(&disk, e))?;
         Ok((stat_of(&md), conflict))
@@ -381,10 +469,17 @@ impl Pull<'_> {
         to: &str,
         remote_tree: &RemoteTree,
         synced: &SyncedTree,
+        placer: &Placer<'_>,
     ) -> Result<Option<SyncedEntry>> {
+        localfs::disk_path(self.root, from)?;
+        localfs::disk_path(self.root, to)?;
+        let (from_rel, to_rel) = (
+            placer.place(from, Intent::Find)?,
+            placer.place(to, Intent::Write)?,
+        );
         let (src, dst) = (
-            localfs::disk_path(self.root, from)?,
-            localfs::disk_path(self.root, to)?,
+            localfs::disk_path(self.root, &from_rel)?,
+            localfs::disk_path(self.root, &to_rel)?,
         );
         let Some(r) = remote_tree
             .get(to)
@@ -397,25 +492,33 @@ impl Pull<'_> {
         {
             return Ok(None);
         }
-        let dir = localfs::ensure_parents(self.root, to)?;
-        std::fs::rename(&src, &dst)
+        let src_dir = localfs::ensure_parents(self.root, &from_rel)?;
+        let dir = localfs::ensure_parents(self.root, &to_rel)?;
+        src_dir
+            .rename_to(
+                localfs::file_name(&from_rel),
+                &dir,
+                localfs::file_name(&to_rel),
+            )
             .map_err(|e| Error::path(to, format!("cannot rename {from:?} here: {e}")))?;
-        use std::os::unix::fs::PermissionsExt;
         let f = std::fs::File::options()
             .write(true)
+            .custom_flags(libc_nofollow())
             .open(&dst)
             .map_err(|e| Error::io(&dst, e))?;
-        f.set_permissions(std::fs::Permissions::from_mode(r.mode & 0o777))
-            .map_err(|e| Error::io(&dst, e))?;
+        let mode_kept = set_mode(&f, r.mode).map_err(|e| Error::io(&dst, e))?;
         f.set_modified(
             std::time::UNIX_EPOCH + std::time::Duration::from_nanos(r.mtime_ns.max(0) as u64),
         )
         .map_err(|e| Error::io(&dst, e))?;
         drop(f);
-        localfs::fsync_dir(&dir)?;
-        let stat = std::fs::symlink_metadata(&dst)
+        dir.fsync()?;
+        let mut stat = std::fs::symlink_metadata(&dst)
             .map(|m| stat_of(&m))
             .map_err(|e| Error::io(&dst, e))?;
+        if !mode_kept {
+            stat.mode = r.mode & 0o777;
+        }
         // The remote entry was checked to be a file just above.
         let content = r.content.clone().expect("a live file");
         Ok(Some(SyncedEntry {
@@ -426,8 +529,10 @@ impl Pull<'_> {
     }
 
     /// Deletes only what still matches the synced entry; anything else is kept.
-    fn delete(&self, path: &str, synced: &SyncedTree) -> Result<bool> {
-        let disk = localfs::disk_path(self.root, path)?;
+    fn delete(&self, path: &str, synced: &SyncedTree, placer: &Placer<'_>) -> Result<bool> {
+        localfs::disk_path(self.root, path)?;
+        let rel = placer.place(path, Intent::Find)?;
+        let disk = localfs::disk_path(self.root, &rel)?;
         match localfs::current(&disk, synced.get(path))? {
             Current::Absent => Ok(false),
             Current::Different => {
@@ -436,11 +541,8 @@ impl Pull<'_> {
             }
             Current::AsSynced => {
                 let is_dir = std::fs::symlink_metadata(&disk).is_ok_and(|m| m.file_type().is_dir());
-                let r = if is_dir {
-                    std::fs::remove_dir(&disk)
-                } else {
-                    std::fs::remove_file(&disk)
-                };
+                let dir = localfs::ensure_parents(self.root, &rel)?;
+                let r = dir.remove(localfs::file_name(&rel), is_dir);
                 match r {
                     Ok(()) => Ok(true),
                     Err(e) if is_dir => {
@@ -454,6 +556,35 @@ impl Pull<'_> {
             }
         }
     }
+}
+
+/// Sets a file's permission bits. A filesystem that keeps none (vfat, some FUSE mounts) refuses
+/// `chmod`; the content is what matters there, so that refusal is not an error. Returns whether
+/// the mode was set.
+fn set_mode(f: &std::fs::File, mode: u32) -> std::io::Result<bool> {
+    use std::os::unix::fs::PermissionsExt;
+    match f.set_permissions(std::fs::Permissions::from_mode(mode & 0o777)) {
+        Err(e)
+            if matches!(
+                rustix::io::Errno::from_io_error(&e),
+                Some(
+                    rustix::io::Errno::NOSYS
+                        | rustix::io::Errno::OPNOTSUPP
+                        | rustix::io::Errno::PERM
+                )
+            ) =>
+        {
+            tracing::debug!("this filesystem keeps no permission bits: {e}");
+            Ok(false)
+        }
+        r => r.map(|()| true),
+    }
+}
+
+/// `O_NOFOLLOW` for `OpenOptions::custom_flags`: opening a moved file must not follow a link
+/// someone put at its new name.
+fn libc_nofollow() -> i32 {
+    rustix::fs::OFlags::NOFOLLOW.bits() as i32
 }
 
 /// Splits a manifest into runs of chunks that are adjacent in one object (one ranged GET each).

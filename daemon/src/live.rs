@@ -96,6 +96,7 @@ pub async fn daemon(cfg: &Config, scan_interval: Option<Duration>, events: Event
                                 files_left: 0,
                                 bytes_left: 0,
                                 errors: vec![],
+                                warnings: vec![],
                                 detail: e.to_string(),
                             };
                             let _ = st.write_status(id, &s);

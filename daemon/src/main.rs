@@ -106,6 +106,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 s.conflicts,
                 s.seconds
             );
+            warn(ui, &s.warnings);
             let code = report(ui, &s, &human, &s.errors);
             Ok(if s.quota_exceeded > 0 {
                 exit::REFUSED
@@ -132,6 +133,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 s.conflicts,
                 s.seconds
             );
+            warn(ui, &s.warnings);
             Ok(report(ui, &s, &human, &s.errors))
         }
         Command::Add(a) => {
@@ -189,6 +191,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                     );
                     for e in &r.errors {
                         println!("  {}: {}", e.path, e.reason);
+                    }
+                    for w in &r.warnings {
+                        println!("  warning: {}: {}", w.path, w.reason);
                     }
                 }
             }
@@ -275,6 +280,15 @@ fn default_device_name() -> String {
         })
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "device".to_owned())
+}
+
+/// Per-path warnings (the paths synced): on stderr, as errors are, unless `-q`.
+fn warn(ui: Ui, warnings: &[String]) {
+    if !ui.quiet {
+        for w in warnings {
+            eprintln!("cairn: warning: {w}");
+        }
+    }
 }
 
 /// Prints the summary (JSON on stdout, or a line on stderr) and per-path errors; returns the exit code.

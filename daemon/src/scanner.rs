@@ -171,6 +171,7 @@ pub async fn scan_region(
         stat_calls,
         ..Default::default()
     };
+    let modes = crate::localfs::keeps_modes(root);
     let mut to_hash = Vec::new();
     for w in walked {
         let content = match w.kind {
@@ -189,7 +190,7 @@ pub async fn scan_region(
                         };
                         Content::File {
                             id,
-                            exec: is_exec(w.stat.mode),
+                            exec: exec_of(modes, Some(s), w.stat),
                         }
                     }
                     _ => {
@@ -228,7 +229,7 @@ pub async fn scan_region(
                 out.disk.insert(w.path.clone(), w.disk);
                 let content = Content::File {
                     id: content_id,
-                    exec: is_exec(w.stat.mode),
+                    exec: exec_of(modes, synced.get(&w.path), w.stat),
                 };
                 out.tree.insert(
                     w.path,
@@ -250,6 +251,19 @@ pub async fn scan_region(
         }
     }
     Ok(out)
+}
+
+/// The executable bit of a file with `stat`. A folder that keeps no modes (vfat shows every file
+/// as `rwx`) cannot say: the bit stays what was synced (off for new files), like git's
+/// `core.fileMode = false`.
+fn exec_of(modes: bool, synced: Option<&crate::tree::SyncedEntry>, stat: Stat) -> bool {
+    if modes {
+        return is_exec(stat.mode);
+    }
+    matches!(
+        synced.map(|s| &s.content),
+        Some(Content::File { exec: true, .. })
+    )
 }
 
 /// Size, mtime and inode unchanged: the content id can be reused.

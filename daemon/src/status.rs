@@ -34,6 +34,10 @@ impl SyncState {
 pub struct PathError {
     pub path: String,
     pub reason: String,
+    /// Not a failure: the path synced, but something about it needs the user's eye (a name some
+    /// devices cannot hold, a case twin kept under another name).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub warning: bool,
 }
 
 /// What the daemon reports about one folder.
@@ -43,6 +47,7 @@ pub struct FolderStatus {
     pub files_left: u64,
     pub bytes_left: u64,
     pub errors: Vec<PathError>,
+    pub warnings: Vec<PathError>,
     pub detail: String,
 }
 
@@ -56,6 +61,8 @@ pub struct StatusRow {
     pub files_left: u64,
     pub bytes_left: u64,
     pub errors: Vec<PathError>,
+    /// Paths that sync but need the user's eye (see [`PathError::warning`]).
+    pub warnings: Vec<PathError>,
     pub detail: String,
     /// Deletions (files) the delete guard holds until `cairn resume DIR --allow-deletes`.
     pub held_deletes: u64,
@@ -75,8 +82,10 @@ pub(crate) fn pid_alive(pid: i64) -> bool {
 
 impl State {
     pub fn write_status(&self, folder: FolderId, s: &FolderStatus) -> Result<()> {
+        // Warnings share the errors' column, flagged (no schema change).
+        let all: Vec<&PathError> = s.errors.iter().chain(&s.warnings).collect();
         // A list of plain strings always serialises.
-        let errors = serde_json::to_string(&s.errors).expect("errors serialise");
+        let errors = serde_json::to_string(&all).expect("errors serialise");
         self.conn()
             .execute(
                 "INSERT OR REPLACE INTO folder_status (folder_id, state, files_left, bytes_left, errors, detail, pid, updated_at_ms)
@@ -103,6 +112,11 @@ impl State {
                 let running = pid.is_some_and(pid_alive);
                 let state: Option<String> = r.get(2)?;
                 let errors: Option<String> = r.get(5)?;
+                let (warnings, errors): (Vec<PathError>, Vec<PathError>) = errors
+                    .and_then(|e| serde_json::from_str::<Vec<PathError>>(&e).ok())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .partition(|e| e.warning);
                 Ok(StatusRow {
                     folder: PathBuf::from(r.get::<_, String>(0)?),
                     namespace: r.get(1)?,
@@ -112,9 +126,8 @@ impl State {
                     },
                     files_left: r.get::<_, Option<i64>>(3)?.unwrap_or(0) as u64,
                     bytes_left: r.get::<_, Option<i64>>(4)?.unwrap_or(0) as u64,
-                    errors: errors
-                        .and_then(|e| serde_json::from_str(&e).ok())
-                        .unwrap_or_default(),
+                    errors,
+                    warnings,
                     detail: if running {
                         r.get::<_, Option<String>>(6)?.unwrap_or_default()
                     } else {

@@ -72,6 +72,10 @@ pub struct FolderSync {
     pending: BTreeSet<String>,
     /// The mass-delete guard: what it holds, what the user allowed.
     guard: Guard,
+    /// Names in the remote tree some devices cannot hold (`None`: recompute, the tree changed).
+    warnings: Option<Vec<PathError>>,
+    /// Case twins this folder keeps under another name (the latest, bounded).
+    renamed: Vec<PathError>,
 }
 
 /// What one round did.
@@ -123,6 +127,8 @@ impl FolderSync {
             dirty: BTreeSet::new(),
             pending: BTreeSet::new(),
             guard,
+            warnings: None,
+            renamed: Vec::new(),
         })
     }
 
@@ -282,13 +288,22 @@ impl FolderSync {
         self.events.emit("stopped", json!({ "folder": self.root }));
     }
 
-    fn report(&self, state: SyncState, errors: &[Error], detail: String) {
+    fn report(&mut self, state: SyncState, errors: &[Error], detail: String) {
         let errors = errors.iter().map(path_error).collect();
+        let remote = &self.remote_tree;
+        let names = self.warnings.get_or_insert_with(|| {
+            let live = remote.iter().filter(|(_, e)| e.content.is_some());
+            crate::portability::warnings(live.map(|(p, _)| p.as_str()))
+                .iter()
+                .map(warning)
+                .collect()
+        });
         let s = FolderStatus {
             state,
             files_left: 0,
             bytes_left: 0,
             errors,
+            warnings: self.renamed.iter().chain(names.iter()).cloned().collect(),
             detail,
         };
         if let Err(e) = self.state.write_status(self.folder, &s) {
@@ -321,10 +336,12 @@ impl FolderSync {
                 .list_changes(self.cursor, CHANGES_PAGE, 0)
                 .await?;
             for e in &r.entries {
-                if cairn_proto::validate_path(&e.path).is_err() {
+                if let Err(why) = cairn_proto::validate_path(&e.path) {
+                    tracing::warn!("the server's log names a path refused here: {why}");
                     continue;
                 }
                 self.pending.insert(e.path.clone());
+                self.warnings = None;
                 match RemoteEntry::from_pb(e) {
                     Some(entry) => {
                         self.remote_tree.insert(e.path.clone(), entry);
@@ -597,6 +614,7 @@ impl FolderSync {
             files_left,
             bytes_left,
             errors: Vec::new(),
+            warnings: Vec::new(),
             detail: String::new(),
         };
         self.state.write_status(self.folder, &status)?;
@@ -629,6 +647,15 @@ impl FolderSync {
         let mut ds = pull.run(&down, &remote, &synced).await?;
         errors.append(&mut ps.errors);
         errors.append(&mut ds.errors);
+        for r in std::mem::take(&mut ds.renamed) {
+            self.events.emit(
+                "warning",
+                json!({ "folder": self.root, "path": path_error(&r).path, "warning": r.to_string() }),
+            );
+            self.renamed.push(warning(&r));
+        }
+        let excess = self.renamed.len().saturating_sub(MAX_RENAMED);
+        self.renamed.drain(..excess);
         self.emit_round(&ops, &errors, &scanned, &remote);
         self.events.emit(
             "round",
@@ -747,13 +774,25 @@ fn path_error(e: &Error) -> PathError {
         Error::Path { path, reason } => PathError {
             path: path.clone(),
             reason: reason.clone(),
+            warning: false,
         },
         other => PathError {
             path: String::new(),
             reason: other.to_string(),
+            warning: false,
         },
     }
 }
+
+fn warning(e: &Error) -> PathError {
+    PathError {
+        warning: true,
+        ..path_error(e)
+    }
+}
+
+/// Case-twin renames `cairn status` keeps listing (the newest).
+const MAX_RENAMED: usize = 100;
 
 /// Files and bytes the plan still has to move.
 fn left(ops: &[Op], scanned: &crate::scanner::Scanned, remote: &RemoteTree) -> (u64, u64) {

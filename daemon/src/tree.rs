@@ -111,6 +111,15 @@ pub fn is_exec(mode: u32) -> bool {
     mode & 0o111 != 0
 }
 
+/// `mode` with its execute bits saying `exec` (unchanged when they already do).
+pub fn with_exec(mode: u32, exec: bool) -> u32 {
+    match (exec, is_exec(mode)) {
+        (true, false) => mode | 0o111,
+        (false, true) => mode & !0o111,
+        _ => mode,
+    }
+}
+
 impl RemoteEntry {
     /// Reads a listing entry; `None` when the server sent something unusable (reported by the caller).
     pub fn from_pb(e: &pb::Entry) -> Option<Self> {

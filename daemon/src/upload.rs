@@ -16,7 +16,7 @@ use crate::planner::Op;
 use crate::remote::Remote;
 use crate::scanner::{Scanned, hash_file, stat_of};
 use crate::state::{FolderId, State, SyncedChange};
-use crate::tree::{Content, LocalEntry, SyncedEntry};
+use crate::tree::{Content, LocalEntry, SyncedEntry, with_exec};
 
 const FIND_MISSING_BATCH: usize = 10_000;
 const PREPARE_BATCH: usize = 1000;
@@ -510,8 +510,16 @@ impl Push<'_> {
                 format!("stored on the server as {copy:?}, but that name is taken here"),
             ));
         }
-        localfs::ensure_parents(self.root, copy)?;
-        std::fs::rename(from, &to)
+        // Both folders are opened without following links, as every local write is.
+        let from_rel = from
+            .strip_prefix(self.root)
+            .ok()
+            .and_then(Path::to_str)
+            .ok_or_else(|| Error::path(path, "is not under the synced folder"))?;
+        let src_dir = localfs::ensure_parents(self.root, from_rel)?;
+        let dir = localfs::ensure_parents(self.root, copy)?;
+        src_dir
+            .rename_to(localfs::file_name(from_rel), &dir, localfs::file_name(copy))
             .map_err(|err| Error::path(path, format!("cannot rename to {copy:?}: {err}")))?;
         Ok(Some(e.clone()))
     }
@@ -576,8 +584,14 @@ fn read_object(reads: &[(ChunkId, PathBuf, Source)]) -> Result<Bytes> {
 }
 
 fn meta_of(e: &LocalEntry, manifest: &[Chunk]) -> pb::FileMeta {
+    // The mode's execute bits say what the content says (on a folder that keeps no modes the
+    // scanner takes the bit from the synced state, not from the disk's blanket `rwx`).
+    let mut mode = e.stat.mode & 0o777;
     let (kind, target) = match &e.content {
-        Content::File { .. } => (pb::EntryKind::File, String::new()),
+        Content::File { exec, .. } => {
+            mode = with_exec(mode, *exec);
+            (pb::EntryKind::File, String::new())
+        }
         Content::Dir => (pb::EntryKind::Dir, String::new()),
         Content::Symlink(t) => (pb::EntryKind::Symlink, t.clone()),
     };
@@ -588,7 +602,7 @@ fn meta_of(e: &LocalEntry, manifest: &[Chunk]) -> pb::FileMeta {
         } else {
             0
         },
-        mode: e.stat.mode & 0o777,
+        mode,
         mtime_ns: e.stat.mtime_ns,
         manifest: manifest
             .iter()
@@ -602,10 +616,16 @@ fn meta_of(e: &LocalEntry, manifest: &[Chunk]) -> pb::FileMeta {
 }
 
 pub fn synced_of(e: &LocalEntry, version: Version) -> SyncedEntry {
+    let mut stat = e.stat;
+    // The state DB reads the synced exec bit from the mode: it must be the content's, also on a
+    // folder that keeps no modes (where the disk shows `rwx` for every file).
+    if let Content::File { exec, .. } = e.content {
+        stat.mode = with_exec(stat.mode, exec);
+    }
     SyncedEntry {
         version,
         content: e.content.clone(),
-        stat: e.stat,
+        stat,
     }
 }
 

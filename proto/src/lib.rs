@@ -5,7 +5,10 @@ pub mod names;
 pub mod units;
 
 pub use ids::{ChunkId, ContentId, IdError, Seq, Version, content_id_of};
-pub use names::{PathError, conflict_copy_name, to_nfc, validate_path, validate_symlink_target};
+pub use names::{
+    PathError, case_conflict_name, case_fold_key, conflict_copy_name, to_nfc, validate_path,
+    validate_symlink_target, windows_name_problem,
+};
 
 /// The generated protobuf messages and tonic client/server for `cairn.v1`.
 #[allow(clippy::all, missing_docs, rust_2018_idioms)]

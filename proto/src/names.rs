@@ -120,17 +120,91 @@ fn truncate(path: &str) -> String {
     format!("{}…", &path[..end])
 }
 
-/// The conflict copy's path for `path`: `dir/name (conflicted copy from DEVICE YYYY-MM-DD HHMMSS).ext`.
-/// `unix_secs` is the commit time (UTC). `attempt` > 1 appends a counter for when that name is taken.
-pub fn conflict_copy_name(path: &str, device: &str, unix_secs: i64, attempt: u32) -> String {
+/// Why `path` (already valid by [`validate_path`]) could not be created as is on Windows, if it
+/// could not: the first offending name and what is wrong with it. Such names are legal in a
+/// namespace and sync between the devices that can hold them; clients report them so nobody is
+/// surprised by a device that cannot (see docs/ARCHITECTURE.md, "Path policy").
+pub fn windows_name_problem(path: &str) -> Option<String> {
+    path.split('/').find_map(|name| {
+        if let Some(c) = name.chars().find(|c| WINDOWS_FORBIDDEN.contains(c)) {
+            return Some(format!(
+                "name {name:?} contains {c:?}, which Windows does not allow in names"
+            ));
+        }
+        if name.ends_with('.') || name.ends_with(' ') {
+            return Some(format!(
+                "name {name:?} ends with a dot or a space, which Windows drops"
+            ));
+        }
+        let stem = name.split('.').next().unwrap_or(name).trim_end_matches(' ');
+        is_windows_device(stem).then(|| {
+            format!(
+                "name {name:?} is the Windows device name {stem:?}, reserved with any extension"
+            )
+        })
+    })
+}
+
+/// Characters Windows refuses in a name (besides `/`, backslash and control characters, which no
+/// valid path holds).
+const WINDOWS_FORBIDDEN: [char; 7] = ['<', '>', ':', '"', '|', '?', '*'];
+
+fn is_windows_device(stem: &str) -> bool {
+    let upper = stem.to_uppercase();
+    if matches!(
+        upper.as_str(),
+        "CON" | "PRN" | "AUX" | "NUL" | "CONIN$" | "CONOUT$"
+    ) {
+        return true;
+    }
+    let Some(rest) = upper
+        .strip_prefix("COM")
+        .or_else(|| upper.strip_prefix("LPT"))
+    else {
+        return false;
+    };
+    let mut digits = rest.chars();
+    matches!(
+        (digits.next(), digits.next()),
+        (Some('0'..='9' | '\u{b9}' | '\u{b2}' | '\u{b3}'), None)
+    )
+}
+
+/// The key under which a case-insensitive filesystem would find `name`: Unicode lower case of the
+/// NFC form. Filesystems' folding tables differ in corners (Turkish dotless i, ß), so the daemon
+/// uses this only to *report* twins; before writing, it asks the disk itself.
+pub fn case_fold_key(name: &str) -> String {
+    to_nfc(name).to_lowercase()
+}
+
+/// Where a case-insensitive folder keeps `path` when another entry already holds its name in
+/// another case: `dir/name (case conflict).ext`, then `(case conflict 2)`, ... for `attempt` > 1.
+pub fn case_conflict_name(path: &str, attempt: u32) -> String {
+    let (dir, stem, ext) = split_name(path);
+    let counter = if attempt > 1 {
+        format!(" {attempt}")
+    } else {
+        String::new()
+    };
+    format!("{dir}{stem} (case conflict{counter}){ext}")
+}
+
+/// `dir/stem.ext` into (`dir/`, `stem`, `.ext`); a leading dot is part of the stem.
+fn split_name(path: &str) -> (&str, &str, &str) {
     let (dir, name) = match path.rfind('/') {
         Some(i) => (&path[..=i], &path[i + 1..]),
         None => ("", path),
     };
-    let (stem, ext) = match name.rfind('.') {
-        Some(i) if i > 0 => (&name[..i], &name[i..]),
-        _ => (name, ""),
-    };
+    match name.rfind('.') {
+        Some(i) if i > 0 => (dir, &name[..i], &name[i..]),
+        _ => (dir, name, ""),
+    }
+}
+
+/// The conflict copy's path for `path`: `dir/name (conflicted copy from DEVICE YYYY-MM-DD HHMMSS).ext`.
+/// `unix_secs` is the commit time (UTC). `attempt` > 1 appends a counter for when that name is taken.
+pub fn conflict_copy_name(path: &str, device: &str, unix_secs: i64, attempt: u32) -> String {
+    let (dir, stem, ext) = split_name(path);
     let stamp = format_stamp(unix_secs);
     let device: String = device
         .chars()
@@ -214,6 +288,53 @@ mod tests {
                 "{link} -> {target:?}"
             );
         }
+    }
+
+    #[test]
+    fn names_windows_cannot_hold_are_named_but_stay_valid() {
+        for p in [
+            "CON",
+            "con.txt",
+            "dir/Nul",
+            "aux.tar.gz",
+            "COM1",
+            "lpt9.log",
+            "COM\u{b9}",
+            "trailing.",
+            "trailing ",
+            "a<b",
+            "q?",
+            "star*",
+            "pipe|",
+            "say\"hi\"",
+            "ab:c",
+            "CON .txt",
+        ] {
+            assert_eq!(validate_path(p), Ok(()), "{p:?} is a legal namespace path");
+            assert!(
+                windows_name_problem(p).is_some(),
+                "{p:?} is not valid on Windows"
+            );
+        }
+        for p in [
+            "console", "com10", "a/b.txt", "nul_file", "LPT", ".hidden", "x.CON",
+        ] {
+            assert_eq!(windows_name_problem(p), None, "{p:?}");
+        }
+        let why = windows_name_problem("docs/CON.md").unwrap();
+        assert!(why.contains("CON.md") && why.contains("device"), "{why}");
+    }
+
+    #[test]
+    fn case_conflict_names_keep_the_extension_and_directory() {
+        assert_eq!(case_conflict_name("a/B.txt", 1), "a/B (case conflict).txt");
+        assert_eq!(
+            case_conflict_name("Makefile", 2),
+            "Makefile (case conflict 2)"
+        );
+        assert_eq!(case_conflict_name(".env", 1), ".env (case conflict)");
+        assert_eq!(case_fold_key("README.Md"), case_fold_key("readme.md"));
+        assert_eq!(case_fold_key("Cafe\u{301}"), case_fold_key("caf\u{e9}"));
     }
 
     #[test]

@@ -8,14 +8,14 @@ use cairn_proto::pb::{
     FindMissingRequest, GetManifestsRequest, PathVersion, PrepareUploadRequest, UploadObject,
 };
 
-fn block_on<F: std::future::Future<Output = Result<()>>>(f: F) -> Result<()> {
+pub(crate) fn block_on<F: std::future::Future<Output = Result<()>>>(f: F) -> Result<()> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
         .block_on(f)
 }
 
-fn file_item(path: &str, chunks: &[(ChunkId, u32)], size: u64) -> CommitItem {
+pub(crate) fn file_item(path: &str, chunks: &[(ChunkId, u32)], size: u64) -> CommitItem {
     CommitItem {
         path: path.into(),
         meta: Some(FileMeta {
@@ -36,7 +36,7 @@ fn file_item(path: &str, chunks: &[(ChunkId, u32)], size: u64) -> CommitItem {
     }
 }
 
-async fn commit_one(
+pub(crate) async fn commit_one(
     c: &mut grpc::Client,
     item: CommitItem,
 ) -> Result<cairn_proto::pb::CommitResult> {
@@ -75,7 +75,7 @@ async fn put(url: &str, body: Vec<u8>) -> Result<()> {
     Ok(())
 }
 
-async fn upload(
+pub(crate) async fn upload(
     c: &mut grpc::Client,
     ns: &str,
     declared: &[u8],

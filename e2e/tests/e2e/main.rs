@@ -19,3 +19,4 @@ mod guard;
 mod history;
 mod hostile;
 mod live;
+mod paths;
