@@ -331,6 +331,7 @@ pub async fn pull(
     let mut exec = Pull {
         remote: &remote,
         root: &root,
+        local: &scanned.tree,
         device: &device,
         state: &mut state,
         folder,

@@ -42,6 +42,9 @@ pub struct PullStats {
 pub struct Pull<'a> {
     pub remote: &'a Remote,
     pub root: &'a Path,
+    /// The local tree the plan was made from: a path is recorded as synced only while the disk
+    /// still shows what the scan saw.
+    pub local: &'a crate::tree::LocalTree,
     pub device: &'a str,
     pub state: &'a mut State,
     pub folder: FolderId,
@@ -144,6 +147,15 @@ impl Pull<'_> {
                         // The synced exec bit is read from the mode: it must be the
                         // content's, also where the disk keeps no modes.
                         let mut stat = stat_of(&md);
+                        // Changed since the scan (an edit racing this round): recording the
+                        // remote's content with the new stat would hide the edit from every
+                        // later scan. Leave it for the next round to see.
+                        let seen = self.local.get(path).map(|e| e.stat);
+                        if matches!(r, Content::File { .. })
+                            && !seen.is_some_and(|s| localfs::same_stat(s, stat))
+                        {
+                            continue;
+                        }
                         if let Content::File { exec, .. } = r {
                             stat.mode = crate::tree::with_exec(stat.mode, exec);
                         }

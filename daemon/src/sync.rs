@@ -639,6 +639,7 @@ impl FolderSync {
         let mut pull = Pull {
             remote: &self.remote,
             root: &self.root,
+            local: &scanned.tree,
             device: &device,
             state: &mut self.state,
             folder: self.folder,

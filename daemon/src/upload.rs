@@ -498,7 +498,16 @@ impl Push<'_> {
         };
         let to = localfs::disk_path(self.root, copy)?;
         let now = std::fs::symlink_metadata(from).map_err(|err| Error::io(from, err))?;
-        if !matches!(e.content, Content::Dir) && !same_stat(e.stat, stat_of(&now)) {
+        // A file is what the scan saw if its stat is; a link if it still points where it did
+        // (the scan records a link's size as 0, lstat its target's length).
+        let unchanged = match &e.content {
+            Content::File { .. } => same_stat(e.stat, stat_of(&now)),
+            Content::Symlink(t) => {
+                std::fs::read_link(from).is_ok_and(|r| r.as_os_str() == t.as_str())
+            }
+            Content::Dir => true,
+        };
+        if !unchanged {
             return Err(Error::path(
                 path,
                 format!("stored on the server as {copy:?}, but changed here since; kept as is"),

@@ -281,28 +281,22 @@ fn the_known_executor_bug_cases_pass_with_the_executors_as_they_should_be() {
     }
 }
 
+/// Regression: `rename_to_copy` compared a link's scanned stat with its lstat (the model's
+/// `symlink_copy_rename` quirk reproduces the old code).
 #[test]
-#[ignore = "known bug in upload.rs rename_to_copy: a conflicted symlink is never renamed (docs/RELIABILITY.md)"]
 fn a_conflicted_symlink_becomes_one_conflict_copy() {
-    let as_is = Quirks {
-        symlink_copy_rename: true,
-        ..Quirks::default()
-    };
     let sc = conflicting_symlinks();
-    if let Err(f) = check_planned(&sc, as_is) {
+    if let Err(f) = check_planned(&sc, Quirks::default()) {
         panic!("{f}\n{sc}");
     }
 }
 
+/// Regression: RecordSynced recorded the stat of a file written after the plan (the model's
+/// `record_current_stat` quirk reproduces the old code).
 #[test]
-#[ignore = "known bug in download.rs RecordSynced: records the stat of a file written after the plan (docs/RELIABILITY.md)"]
 fn a_file_written_between_plan_and_pull_is_not_recorded_as_synced() {
-    let as_is = Quirks {
-        record_current_stat: true,
-        ..Quirks::default()
-    };
     let sc = write_between_plan_and_pull();
-    if let Err(f) = check_planned(&sc, as_is) {
+    if let Err(f) = check_planned(&sc, Quirks::default()) {
         panic!("{f}\n{sc}");
     }
 }
