@@ -18,7 +18,9 @@ CREATE TABLE devices (
     token_hash    BLOB    NOT NULL UNIQUE,
     created_at_ms INTEGER NOT NULL,
     last_seen_ms  INTEGER NOT NULL DEFAULT 0,
-    revoked_at_ms INTEGER
+    revoked_at_ms INTEGER,
+    -- After this the token is refused (log in again); NULL: never.
+    expires_at_ms INTEGER
 );
 CREATE INDEX devices_by_user ON devices (user_id);
 

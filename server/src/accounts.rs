@@ -39,6 +39,7 @@ pub async fn login(
     user: String,
     password: String,
     device: String,
+    ttl: Option<std::time::Duration>,
 ) -> Result<(String, i64)> {
     crate::admin::validate_name("device", &device)?;
     let refused = || Error::Unauthenticated("wrong user name or password".into());
@@ -66,9 +67,12 @@ pub async fn login(
     let hash = token_hash(&token);
     let id = db
         .write(move |conn| {
+            let now = db::now_ms();
+            let expires = ttl.map(|t| now.saturating_add(t.as_millis() as i64));
             conn.execute(
-                "INSERT INTO devices (user_id, name, token_hash, created_at_ms, last_seen_ms) VALUES (?1, ?2, ?3, ?4, ?4)",
-                (user_id, &device, &hash[..], db::now_ms()),
+                "INSERT INTO devices (user_id, name, token_hash, created_at_ms, last_seen_ms, expires_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
+                (user_id, &device, &hash[..], now, expires),
             )?;
             Ok(conn.last_insert_rowid())
         })

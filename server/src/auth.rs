@@ -129,7 +129,7 @@ pub fn lookup(conn: &Connection, token: &str) -> Result<Principal> {
     let hash = token_hash(token);
     let device = conn
         .query_row(
-            "SELECT d.token_hash, d.id, d.user_id, u.name, d.name, d.revoked_at_ms
+            "SELECT d.token_hash, d.id, d.user_id, u.name, d.name, d.revoked_at_ms, d.expires_at_ms
              FROM devices d JOIN users u ON u.id = d.user_id WHERE d.token_hash = ?1",
             [&hash[..]],
             |r| {
@@ -140,13 +140,19 @@ pub fn lookup(conn: &Connection, token: &str) -> Result<Principal> {
                     r.get(3)?,
                     r.get(4)?,
                     r.get::<_, Option<i64>>(5)?,
+                    r.get::<_, Option<i64>>(6)?,
                 ))
             },
         )
         .optional()?;
-    if let Some((stored, device_id, user_id, user, device, revoked)) = device {
+    if let Some((stored, device_id, user_id, user, device, revoked, expires)) = device {
         if !bool::from(stored.ct_eq(&hash[..])) || revoked.is_some() {
             return Err(unknown());
+        }
+        if expires.is_some_and(|e| e <= crate::db::now_ms()) {
+            return Err(Error::Unauthenticated(
+                "this device's token expired — log in again (`cairn login`)".into(),
+            ));
         }
         return Ok(Principal::Device {
             device_id,

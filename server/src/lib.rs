@@ -35,6 +35,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Requests per second per device by default: far above what a syncing daemon needs (it batches),
 /// low enough that one runaway client cannot starve the others.
 pub const DEFAULT_RATE_LIMIT: u32 = 200;
+/// Device tokens expire a year after login by default: a lost laptop stops working eventually
+/// even if nobody revokes it.
+pub const DEFAULT_DEVICE_TOKEN_TTL: Duration = Duration::from_secs(365 * 86_400);
 /// Largest gRPC message either way (big commits and manifests).
 const MAX_MESSAGE: usize = 64 << 20;
 
@@ -57,6 +60,8 @@ pub struct ServeConfig {
     pub rate_limit: Option<std::num::NonZeroU32>,
     /// Serve TLS with this certificate and key (`None`: plaintext h2c).
     pub tls: Option<tls::TlsFiles>,
+    /// How long device tokens from `cairn login` stay valid (`None`: until revoked).
+    pub device_token_ttl: Option<Duration>,
 }
 
 impl ServeConfig {
@@ -70,6 +75,7 @@ impl ServeConfig {
             gc_grace: gc::DEFAULT_GRACE,
             rate_limit: std::num::NonZeroU32::new(DEFAULT_RATE_LIMIT),
             tls: None,
+            device_token_ttl: Some(DEFAULT_DEVICE_TOKEN_TTL),
         }
     }
 }
@@ -162,12 +168,9 @@ pub async fn serve(
             stop_rx.clone(),
         ));
     }
-    let shared = Arc::new(service::Shared::new(
-        db,
-        store,
-        stop_rx.clone(),
-        config.rate_limit,
-    ));
+    let mut shared = service::Shared::new(db, store, stop_rx.clone(), config.rate_limit);
+    shared.device_token_ttl = config.device_token_ttl;
+    let shared = Arc::new(shared);
     let grpc = CairnServer::new(service::Service::new(shared))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);

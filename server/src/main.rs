@@ -47,6 +47,9 @@ enum Command {
         /// The PEM private key of --tls-cert.
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// How long a device token from `cairn login` stays valid (`0s`: until revoked).
+        #[arg(long, default_value = "365d", value_parser = cairn_proto::units::parse_duration)]
+        device_token_ttl: Duration,
         /// Serve plaintext on a non-loopback address anyway (tokens and data then cross the
         /// network in the clear: only behind a TLS-terminating proxy).
         #[arg(long)]
@@ -209,6 +212,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tls_cert,
             tls_key,
             insecure_plaintext,
+            device_token_ttl,
         } => {
             // Settings are checked before the address is printed, so a bad one fails first.
             cairn_server::store::StoreSpec::parse(&store)?;
@@ -230,6 +234,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 gc_grace,
                 rate_limit: std::num::NonZeroU32::new(rate_limit),
                 tls,
+                device_token_ttl: (!device_token_ttl.is_zero()).then_some(device_token_ttl),
                 ..cairn_server::ServeConfig::new(db, store)
             };
             rt.block_on(serve(listen, config))?;

@@ -42,6 +42,8 @@ pub struct Shared {
     pub limiter: Option<Limiter>,
     /// Login attempts per user name.
     pub login_limiter: governor::DefaultKeyedRateLimiter<String>,
+    /// How long a device token from Login stays valid (`None`: until revoked).
+    pub device_token_ttl: Option<Duration>,
 }
 
 impl Shared {
@@ -67,6 +69,7 @@ impl Shared {
                 Quota::per_second(std::num::NonZeroU32::new(2).expect("2 > 0"))
                     .allow_burst(std::num::NonZeroU32::new(10).expect("10 > 0")),
             ),
+            device_token_ttl: None,
         }
     }
 }
@@ -378,7 +381,9 @@ impl Cairn for Service {
             ));
         }
         let user = r.user.clone();
-        let (token, id) = accounts::login(&self.shared.db, r.user, r.password, r.device).await?;
+        let ttl = self.shared.device_token_ttl;
+        let (token, id) =
+            accounts::login(&self.shared.db, r.user, r.password, r.device, ttl).await?;
         Ok(Response::new(LoginResponse {
             token,
             device_id: id as u64,

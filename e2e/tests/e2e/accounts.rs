@@ -338,3 +338,28 @@ fn the_server_refuses_plaintext_on_a_non_loopback_address() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn an_expired_device_token_is_refused_and_a_new_login_works() -> Result<()> {
+    let s = CairnServer::start_with(Backend::Local, &["--device-token-ttl", "2s"])?;
+    let pw = wait_for("the database", Duration::from_secs(20), || {
+        s.create_user("alice").ok()
+    })?;
+    s.admin(&["namespace", "create", "team", "--owner", "alice"])?;
+    let d = s.login("alice", &pw, "laptop", "team")?;
+    let dir = tempfile::tempdir()?;
+    d.pull(dir.path())?;
+    // Polls until the token's two seconds are up: then every call is refused with exit 12.
+    let out = wait_for("the token to expire", Duration::from_secs(30), || {
+        d.run("pull", dir.path())
+            .ok()
+            .filter(|o| o.status.code() == Some(12))
+    })?;
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("expired"),
+        "{out:?}"
+    );
+    let again = s.login("alice", &pw, "laptop-2", "team")?;
+    again.pull(dir.path())?;
+    Ok(())
+}
