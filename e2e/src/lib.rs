@@ -256,20 +256,10 @@ impl CairnServer {
     /// `cairn-server user add NAME --password-stdin`; returns the password.
     pub fn create_user(&self, name: &str) -> Result<String> {
         let password = format!("pw-{name}-{}", rand::random::<u32>());
-        let mut child = Command::new(bin("cairn-server"))
-            .args(["user", "add", name, "--password-stdin", "--db"])
-            .arg(&self.db)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        use std::io::Write as _;
-        child
-            .stdin
-            .take()
-            .expect("stdin was piped")
-            .write_all(format!("{password}\n").as_bytes())?;
-        let out = child.wait_with_output()?;
+        let mut cmd = Command::new(bin("cairn-server"));
+        cmd.args(["user", "add", name, "--password-stdin", "--db"])
+            .arg(&self.db);
+        let out = output_with_stdin(cmd, &password)?;
         if !out.status.success() {
             bail!(
                 "user add {name} failed: {}",
@@ -295,28 +285,17 @@ impl CairnServer {
             namespace: namespace.to_owned(),
             ca_cert: self.ca_cert(),
         };
-        let mut child = d
-            .cmd()
-            .args([
-                "--json",
-                "login",
-                "--user",
-                user,
-                "--device",
-                device,
-                "--password-stdin",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        use std::io::Write as _;
-        child
-            .stdin
-            .take()
-            .expect("stdin was piped")
-            .write_all(format!("{password}\n").as_bytes())?;
-        json_ok(child.wait_with_output()?, "cairn login")?;
+        let mut cmd = d.cmd();
+        cmd.args([
+            "--json",
+            "login",
+            "--user",
+            user,
+            "--device",
+            device,
+            "--password-stdin",
+        ]);
+        json_ok(output_with_stdin(cmd, password)?, "cairn login")?;
         Ok(d)
     }
 
@@ -403,6 +382,22 @@ impl Device {
     pub fn pull(&self, dir: &Path) -> Result<serde_json::Value> {
         json_ok(self.run("pull", dir)?, "pull")
     }
+}
+
+/// Runs `cmd` with `line` (and a newline) on its stdin; returns its output.
+fn output_with_stdin(mut cmd: Command, line: &str) -> Result<Output> {
+    use std::io::Write as _;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .expect("stdin was piped")
+        .write_all(format!("{line}\n").as_bytes())?;
+    Ok(child.wait_with_output()?)
 }
 
 /// Checks a command succeeded and parses its one JSON object from stdout.
