@@ -89,9 +89,11 @@ impl GarageCluster {
     /// A bucket the test key may read, write and own (retried while the layout settles).
     pub fn create_bucket(&self) -> Result<String> {
         let name = format!("t{:016x}", rand::random::<u64>());
-        wait_for("the cluster to create a bucket", Duration::from_secs(30), || {
-            self.garage(1, &["bucket", "create", &name]).ok()
-        })?;
+        wait_for(
+            "the cluster to create a bucket",
+            Duration::from_secs(30),
+            || self.garage(1, &["bucket", "create", &name]).ok(),
+        )?;
         self.garage(
             1,
             &[

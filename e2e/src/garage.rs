@@ -142,12 +142,16 @@ api_bind_addr = "127.0.0.1:{admin}"
             .spawn()
             .context("starting garage again")?;
         self.child = Some(child);
-        wait_for("garage to answer `status` again", Duration::from_secs(30), || {
-            self.garage(&["status"]).ok()
-        })?;
-        wait_for("garage's S3 port to accept again", Duration::from_secs(30), || {
-            std::net::TcpStream::connect(&self.s3_addr).ok()
-        })?;
+        wait_for(
+            "garage to answer `status` again",
+            Duration::from_secs(30),
+            || self.garage(&["status"]).ok(),
+        )?;
+        wait_for(
+            "garage's S3 port to accept again",
+            Duration::from_secs(30),
+            || std::net::TcpStream::connect(&self.s3_addr).ok(),
+        )?;
         Ok(())
     }
 
@@ -156,11 +160,19 @@ api_bind_addr = "127.0.0.1:{admin}"
         fn walk(d: &Path) -> usize {
             std::fs::read_dir(d).map_or(0, |rd| {
                 rd.flatten()
-                    .map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 })
+                    .map(|e| {
+                        if e.path().is_dir() {
+                            walk(&e.path())
+                        } else {
+                            1
+                        }
+                    })
                     .sum()
             })
         }
-        self._dir.as_ref().map_or(0, |d| walk(&d.path().join("data")))
+        self._dir
+            .as_ref()
+            .map_or(0, |d| walk(&d.path().join("data")))
     }
 
     /// Runs a garage CLI command against this node.

@@ -5,8 +5,8 @@
 pub mod cluster;
 pub mod daemon;
 pub mod garage;
-pub mod proxy;
 pub mod grpc;
+pub mod proxy;
 pub mod tree;
 
 use anyhow::{Context, Result, bail};
