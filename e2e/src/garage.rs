@@ -113,6 +113,68 @@ api_bind_addr = "127.0.0.1:{admin}"
         Ok(())
     }
 
+    /// Kills a private node (SIGKILL, as a crash). Its config and data stay for `restart`.
+    pub fn stop(&mut self) -> Result<()> {
+        let Some(c) = &mut self.child else {
+            bail!("only a private Garage (not CAIRN_E2E_GARAGE's) can be stopped by a test");
+        };
+        c.kill()?;
+        c.wait()?;
+        Ok(())
+    }
+
+    /// Starts a private node stopped by `stop` again on the same config, data and ports, and
+    /// waits until it answers S3 requests.
+    pub fn restart(&mut self) -> Result<()> {
+        let Some(dir) = &self._dir else {
+            bail!("only a private Garage can be restarted by a test");
+        };
+        let log = std::fs::File::options()
+            .append(true)
+            .create(true)
+            .open(dir.path().join("garage.log"))?;
+        let child = Command::new("garage")
+            .arg("-c")
+            .arg(&self.config)
+            .arg("server")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting garage again")?;
+        self.child = Some(child);
+        wait_for(
+            "garage to answer `status` again",
+            Duration::from_secs(30),
+            || self.garage(&["status"]).ok(),
+        )?;
+        wait_for(
+            "garage's S3 port to accept again",
+            Duration::from_secs(30),
+            || std::net::TcpStream::connect(&self.s3_addr).ok(),
+        )?;
+        Ok(())
+    }
+
+    /// How many block files a private node holds on disk (0 for a shared one).
+    pub fn block_files(&self) -> usize {
+        fn walk(d: &Path) -> usize {
+            std::fs::read_dir(d).map_or(0, |rd| {
+                rd.flatten()
+                    .map(|e| {
+                        if e.path().is_dir() {
+                            walk(&e.path())
+                        } else {
+                            1
+                        }
+                    })
+                    .sum()
+            })
+        }
+        self._dir
+            .as_ref()
+            .map_or(0, |d| walk(&d.path().join("data")))
+    }
+
     /// Runs a garage CLI command against this node.
     pub fn garage(&self, args: &[&str]) -> Result<String> {
         let out = Command::new("garage")

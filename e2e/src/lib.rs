@@ -2,9 +2,11 @@
 //! `cairn` binaries, and tree builders/comparers. Every process is killed on `Drop`; readiness is
 //! polled, never slept for.
 
+pub mod cluster;
 pub mod daemon;
 pub mod garage;
 pub mod grpc;
+pub mod proxy;
 pub mod tree;
 
 use anyhow::{Context, Result, bail};
@@ -142,6 +144,54 @@ impl CairnServer {
             envs,
             tls_dir: None,
         })
+    }
+
+    /// Starts cairn-server on a fresh database with a store URL of the caller's (e.g. a bucket on a
+    /// `GarageCluster`) and its credentials.
+    pub fn start_on_store(
+        store: String,
+        envs: Vec<(String, String)>,
+        serve_args: &[&str],
+    ) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let db = dir.path().join("server.db");
+        Self::spawn(dir, db, store, None, None, envs, serve_args)
+    }
+
+    /// Starts the server again after `kill()`, on the same address, database and store (daemons
+    /// keep their `--server` URL). Retries the bind while the old socket is let go.
+    pub fn restart(&mut self, serve_args: &[&str]) -> Result<()> {
+        self.kill();
+        let mut last = String::new();
+        let child = wait_for(
+            "cairn-server to bind its old address again",
+            Duration::from_secs(20),
+            || {
+                let mut child = Command::new(bin("cairn-server"))
+                    .args(["serve", "--listen", &self.addr, "--db"])
+                    .arg(&self.db)
+                    .args(["--store", &self.store])
+                    .args(serve_args)
+                    .envs(self.envs.clone())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::inherit())
+                    .spawn()
+                    .ok()?;
+                let stdout = child.stdout.take()?;
+                last.clear();
+                BufReader::new(stdout).read_line(&mut last).ok()?;
+                if last.starts_with("listening on ") {
+                    Some(child)
+                } else {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    None
+                }
+            },
+        )
+        .with_context(|| format!("last output: {last:?}"))?;
+        self.child = child;
+        Ok(())
     }
 
     /// Runs an admin subcommand that needs the store too (`gc`, `scrub`): adds `--db`, `--store`

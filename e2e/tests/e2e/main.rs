@@ -14,6 +14,7 @@ macro_rules! on_every_backend {
 pub(crate) use on_every_backend;
 
 mod accounts;
+mod faults;
 mod foundation;
 mod guard;
 mod history;

@@ -1,0 +1,563 @@
+//! Fault injection with the real processes (issue 7, items 3 and 4): a storage node, the metadata
+//! server, the network, the disk or the state database fails while devices sync. Each test checks
+//! that nothing is lost, that the devices converge afterwards, and that the fault is reported
+//! clearly while it lasts. Every loop is bounded; random contents print their seed.
+
+use anyhow::{Context, Result, ensure};
+use cairn_e2e::cluster::GarageCluster;
+use cairn_e2e::proxy::{Mode, Proxy};
+use cairn_e2e::tree::{Node, random_bytes, snapshot, write};
+use cairn_e2e::{CairnServer, Device, Garage, json_ok, wait_for};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use crate::live::{CONVERGE, Dev, converge, devices, file_is};
+
+/// A fresh seed for random contents, printed so that a failure can be replayed.
+fn seed(test: &str) -> u64 {
+    let s = std::env::var("CAIRN_E2E_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(rand::random::<u32>) as u64;
+    eprintln!("{test}: seed {s} (replay with CAIRN_E2E_SEED={s})");
+    s
+}
+
+/// The files `want` names are in `t` with exactly these bytes.
+fn has_all(t: &BTreeMap<String, Node>, want: &BTreeMap<String, Vec<u8>>) -> bool {
+    want.iter().all(|(p, b)| file_is(t, p, b))
+}
+
+fn no_conflict_copies(t: &BTreeMap<String, Node>) -> Result<()> {
+    let copies: Vec<_> = t.keys().filter(|k| k.contains("conflicted copy")).collect();
+    ensure!(copies.is_empty(), "unexpected conflict copies: {copies:?}");
+    Ok(())
+}
+
+/// Every non-temporary file under `root` that `want` names holds all of its bytes: a reader never
+/// sees a partial file at a target path.
+fn no_partial_files(root: &Path, want: &BTreeMap<String, Vec<u8>>) -> Result<()> {
+    for (path, node) in snapshot(root)? {
+        if path.contains(".cairn-tmp-") {
+            continue;
+        }
+        if let (Some(bytes), Node::File { .. }) = (want.get(&path), &node) {
+            ensure!(
+                file_is(
+                    &BTreeMap::from([(path.clone(), node.clone())]),
+                    &path,
+                    bytes
+                ),
+                "{path} is at its target path with other bytes than the version it was pulled at"
+            );
+        }
+    }
+    Ok(())
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Waits until `cairn status` reports `state` for the device's (only) folder; returns the row.
+fn wait_status(dev: &Device, state: &str, within: Duration) -> Result<serde_json::Value> {
+    let mut last = serde_json::Value::Null;
+    wait_for(&format!("cairn status to say {state}"), within, || {
+        let v = dev.status().ok()?;
+        let row = v["folders"][0].clone();
+        last = row.clone();
+        (row["state"] == state).then_some(row)
+    })
+    .with_context(|| format!("last status: {last}"))
+}
+
+/// A server on a private single-node Garage that the test may stop and restart.
+fn server_on_private_garage() -> Result<(Garage, CairnServer)> {
+    let g = Garage::start()?;
+    let bucket = g.create_bucket()?;
+    let store = format!("s3://{bucket}?endpoint={}&region=garage", g.endpoint());
+    let envs = vec![
+        ("AWS_ACCESS_KEY_ID".to_owned(), g.key_id.clone()),
+        ("AWS_SECRET_ACCESS_KEY".to_owned(), g.secret.clone()),
+    ];
+    let s = CairnServer::start_on_store(store, envs, &[])?;
+    wait_for(
+        "the namespace to be created",
+        Duration::from_secs(20),
+        || s.create_namespace("team").ok(),
+    )?;
+    Ok((g, s))
+}
+
+fn added_device(s: &CairnServer, name: &str) -> Result<Dev> {
+    let device = s.device("team", name)?;
+    let dir = tempfile::tempdir()?;
+    device.add(dir.path())?;
+    Ok(Dev { device, dir })
+}
+
+// --- three-node Garage ---------------------------------------------------------------------------
+
+#[test]
+#[ignore = "unfinished: pushes and pulls with node 3 down pass; the heal check (node 3 holds every referenced block within 90 s of a repair) does not yet: see docs/RELIABILITY.md"]
+fn a_three_node_garage_keeps_syncing_with_a_node_down_and_heals_when_it_returns() -> Result<()> {
+    let seed = seed("three-node garage");
+    let t0 = Instant::now();
+    let cluster = GarageCluster::start()?;
+    eprintln!("cluster up in {:?}", t0.elapsed());
+    let bucket = cluster.create_bucket()?;
+    // The server talks to node 1's S3 endpoint: nodes 2 and 3 are the ones that fail.
+    let (store, envs) = cluster.store(&bucket, 1);
+    let s = CairnServer::start_on_store(store, envs, &[])?;
+    wait_for(
+        "the namespace to be created",
+        Duration::from_secs(20),
+        || s.create_namespace("team").ok(),
+    )?;
+    let (a, b) = (added_device(&s, "a")?, added_device(&s, "b")?);
+    let mut want = BTreeMap::new();
+    for i in 0..4u64 {
+        want.insert(format!("before/{i}.bin"), random_bytes(seed + i, 300_000));
+    }
+    for (p, bytes) in &want {
+        write(a.path(), p, bytes)?;
+    }
+    a.device.push(a.path())?;
+
+    // Node 3 down: two of three still make a quorum for writes and reads.
+    cluster.stop_node(3)?;
+    for i in 0..4u64 {
+        let (p, bytes) = (
+            format!("node3-down/{i}.bin"),
+            random_bytes(seed + 100 + i, 2_500_000),
+        );
+        write(a.path(), &p, &bytes)?;
+        want.insert(p, bytes);
+    }
+    a.device.push(a.path())?;
+    b.device.pull(b.path())?;
+    ensure!(
+        has_all(&snapshot(b.path())?, &want),
+        "b pulled everything with node 3 down"
+    );
+
+    // Node 3 back: it heals (a repair pass resyncs the blocks it missed) until it holds every
+    // block node 1 holds.
+    cluster.start_node(3)?;
+    let mut missing = 0;
+    let mut last_repair = Instant::now() - Duration::from_secs(60);
+    let healed = wait_for(
+        "node 3 to hold every referenced block again",
+        Duration::from_secs(90),
+        || {
+            // Repairs asked for before node 3 is seen as up are lost: ask again now and then.
+            if last_repair.elapsed() > Duration::from_secs(5) {
+                let _ = cluster.garage(3, &["repair", "--yes", "-a", "tables"]);
+                let _ = cluster.garage(3, &["repair", "--yes", "-a", "blocks"]);
+                last_repair = Instant::now();
+            }
+            let (one, three) = (cluster.blocks(1).ok()?, cluster.blocks(3).ok()?);
+            // Node 1 also keeps the blocks of deleted objects (staging uploads) for a while, with
+            // a reference count of 0: node 3 need not, and does not, fetch those.
+            missing = one
+                .difference(&three)
+                .filter(|h| {
+                    cluster
+                        .garage(1, &["block", "info", h])
+                        .map_or(true, |info| !info.contains("Refcount:    0\n"))
+                })
+                .count();
+            (!one.is_empty() && missing == 0).then_some(())
+        },
+    );
+    if healed.is_err() {
+        let (one, three) = (cluster.blocks(1)?, cluster.blocks(3)?);
+        for h in one.difference(&three).take(2) {
+            eprintln!(
+                "missing on node 3: {:?}",
+                cluster.garage(1, &["block", "info", h])
+            );
+        }
+        eprintln!(
+            "block errors on node 3: {:?}",
+            cluster.garage(3, &["block", "list-errors"])
+        );
+    }
+    healed.with_context(|| format!("{missing} referenced blocks still missing on node 3"))?;
+    eprintln!("node 3 healed {:?} after the start", t0.elapsed());
+
+    // Now node 2 down: reads and writes go through nodes 1 and 3 (the healed one).
+    cluster.stop_node(2)?;
+    let c = added_device(&s, "c")?;
+    c.device.pull(c.path())?;
+    ensure!(
+        has_all(&snapshot(c.path())?, &want),
+        "c pulled everything with node 2 down"
+    );
+    write(c.path(), "node2-down.txt", b"written while node 2 was down")?;
+    c.device.push(c.path())?;
+    cluster.start_node(2)?;
+    a.device.pull(a.path())?;
+    ensure!(file_is(
+        &snapshot(a.path())?,
+        "node2-down.txt",
+        b"written while node 2 was down"
+    ));
+    eprintln!("three-node test took {:?}", t0.elapsed());
+    Ok(())
+}
+
+// --- a: kill -9 of cairn-server during a burst of commits ----------------------------------------
+
+#[test]
+fn a_server_killed_during_a_burst_of_commits_loses_and_duplicates_nothing() -> Result<()> {
+    let (mut s, d) = devices(cairn_e2e::Backend::Local, &["a", "b"])?;
+    let all: Vec<&Dev> = d.iter().collect();
+    let run_a = d[0].start()?;
+    let _run_b = d[1].start()?;
+    let mut want = BTreeMap::new();
+    for i in 0..300 {
+        let (p, bytes) = (
+            format!("burst/{:02}/{i}.txt", i % 10),
+            format!("file {i}").into_bytes(),
+        );
+        write(d[0].path(), &p, &bytes)?;
+        want.insert(p, bytes);
+    }
+    // Kill the server once some of the burst is committed (b has seen a few files).
+    wait_for("b to receive part of the burst", CONVERGE, || {
+        let n = snapshot(d[1].path()).ok()?.len();
+        (n >= 5).then_some(())
+    })?;
+    s.kill();
+    let seen = snapshot(d[1].path())?.len();
+    eprintln!("server killed after b had {seen} entries");
+
+    // More changes while it is down: a's round fails, and status says so.
+    for i in 0..20 {
+        let (p, bytes) = (
+            format!("while-down/{i}.txt"),
+            format!("down {i}").into_bytes(),
+        );
+        write(d[0].path(), &p, &bytes)?;
+        want.insert(p, bytes);
+    }
+    let row = wait_status(&d[0].device, "offline", Duration::from_secs(60))?;
+    eprintln!("status while the server is down: {row}");
+    ensure!(
+        row["detail"].as_str().is_some_and(|s| !s.is_empty()),
+        "an offline status says why: {row}"
+    );
+
+    s.restart(&[])?;
+    let t = converge(&all, "every file of the burst on both devices", |t| {
+        has_all(t, &want)
+    })?;
+    no_conflict_copies(&t)?;
+    let files = t
+        .values()
+        .filter(|n| matches!(n, Node::File { .. }))
+        .count();
+    ensure!(
+        files == want.len(),
+        "{files} files for {} written",
+        want.len()
+    );
+    wait_status(&d[0].device, "up_to_date", CONVERGE)?;
+    drop(run_a);
+    Ok(())
+}
+
+// --- b: the S3 server stopped during uploads and downloads ---------------------------------------
+
+#[test]
+fn garage_stopped_during_a_push_and_a_pull_fails_clearly_and_completes_on_rerun() -> Result<()> {
+    let seed = seed("garage stopped");
+    let (mut g, s) = server_on_private_garage()?;
+    let (a, b) = (added_device(&s, "a")?, added_device(&s, "b")?);
+    let mut want = BTreeMap::new();
+    for i in 0..12u64 {
+        let (p, bytes) = (format!("big/{i}.bin"), random_bytes(seed + i, 3_000_000));
+        write(a.path(), &p, &bytes)?;
+        want.insert(p, bytes);
+    }
+
+    // Upload: stop Garage as soon as the first block lands.
+    let push = a
+        .device
+        .cmd()
+        .args(["--json", "push"])
+        .arg(a.path())
+        .args(["--namespace", "team"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    wait_for("the first uploaded block", Duration::from_secs(60), || {
+        (g.block_files() > 0).then_some(())
+    })?;
+    g.stop()?;
+    let out = push.wait_with_output()?;
+    eprintln!("push with Garage stopped: {}", text(&out));
+    ensure!(
+        !out.status.success(),
+        "push cannot succeed with the store down"
+    );
+    let msg = text(&out);
+    ensure!(
+        msg.contains(&g.s3_addr) || msg.to_lowercase().contains("stor"),
+        "the error names the store: {msg}"
+    );
+    g.restart()?;
+    a.device.push(a.path())?;
+
+    // Download: stop Garage once b has written its first file (or temp file).
+    let pull = b
+        .device
+        .cmd()
+        .args(["--json", "pull"])
+        .arg(b.path())
+        .args(["--namespace", "team"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    wait_for(
+        "b's first downloaded bytes",
+        Duration::from_secs(60),
+        || b.path().join("big").read_dir().ok()?.next().map(|_| ()),
+    )?;
+    g.stop()?;
+    let out = pull.wait_with_output()?;
+    eprintln!("pull with Garage stopped: {}", text(&out));
+    no_partial_files(b.path(), &want)?;
+    if out.status.success() {
+        eprintln!("(the pull had fetched everything before Garage stopped)");
+    }
+    g.restart()?;
+    b.device.pull(b.path())?;
+    let t = snapshot(b.path())?;
+    ensure!(has_all(&t, &want), "b has every file after the rerun");
+    ensure!(
+        !t.keys().any(|k| k.contains(".cairn-tmp-")),
+        "no temp files left: {:?}",
+        t.keys().collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
+// --- c: a daemon cut off from the server ---------------------------------------------------------
+
+/// Devices a (direct) and b (through a proxy the test controls), both running daemons.
+fn direct_and_proxied() -> Result<(CairnServer, Proxy, Dev, Dev)> {
+    let s = CairnServer::start(cairn_e2e::Backend::Local)?;
+    wait_for(
+        "the namespace to be created",
+        Duration::from_secs(20),
+        || s.create_namespace("team").ok(),
+    )?;
+    let proxy = Proxy::start(&s.addr)?;
+    let a = added_device(&s, "a")?;
+    let mut device = s.device("team", "b")?;
+    device.server = proxy.url();
+    let dir = tempfile::tempdir()?;
+    device.add(dir.path())?;
+    Ok((s, proxy, a, Dev { device, dir }))
+}
+
+fn cut_off_then_reconnect(mode: Mode) -> Result<()> {
+    let (_s, proxy, a, b) = direct_and_proxied()?;
+    let _run_a = a.start()?;
+    let _run_b = b.start()?;
+    write(a.path(), "before.txt", b"before the cut")?;
+    converge(&[&a, &b], "the first file", |t| {
+        file_is(t, "before.txt", b"before the cut")
+    })?;
+
+    proxy.set_mode(mode);
+    let mut want = BTreeMap::new();
+    for i in 0..10 {
+        let (pa, ba) = (format!("from-a/{i}.txt"), format!("a {i}").into_bytes());
+        let (pb, bb) = (format!("from-b/{i}.txt"), format!("b {i}").into_bytes());
+        write(a.path(), &pa, &ba)?;
+        write(b.path(), &pb, &bb)?;
+        want.insert(pa, ba);
+        want.insert(pb, bb);
+    }
+    let row = wait_status(&b.device, "offline", Duration::from_secs(60))?;
+    eprintln!("b's status while cut off ({mode:?}): {row}");
+    ensure!(
+        row["detail"].as_str().is_some_and(|s| !s.is_empty()),
+        "an offline status says why: {row}"
+    );
+
+    proxy.set_mode(Mode::Pass);
+    let t = converge(&[&a, &b], "both sides' changes after reconnecting", |t| {
+        has_all(t, &want)
+    })?;
+    no_conflict_copies(&t)?;
+    wait_status(&b.device, "up_to_date", CONVERGE)?;
+    Ok(())
+}
+
+#[test]
+#[ignore = "bug: a dropped connection (broken pipe, tonic Code::Unknown \"transport error\") is not classified transient, so status says `error`, not `offline`: see docs/RELIABILITY.md"]
+fn a_daemon_whose_connections_are_refused_shows_offline_and_converges_after_reconnect() -> Result<()>
+{
+    cut_off_then_reconnect(Mode::Refuse)
+}
+
+// --- d: a full disk on the client during a download ----------------------------------------------
+
+/// A small tmpfs mounted on a temp dir, unmounted on drop.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Result<Option<Self>> {
+        let dir = tempfile::tempdir()?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()?;
+        if !out.status.success() {
+            eprintln!(
+                "SKIPPED: cannot mount a tmpfs here ({}); the full-disk test needs root or CAP_SYS_ADMIN",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            return Ok(None);
+        }
+        Ok(Some(Self { dir }))
+    }
+
+    fn resize(&self, size: &str) -> Result<()> {
+        let out = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(self.dir.path())
+            .output()?;
+        ensure!(out.status.success(), "remount: {}", text(&out));
+        Ok(())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn a_full_disk_during_a_pull_names_the_path_leaves_no_partial_file_and_completes_later()
+-> Result<()> {
+    let seed = seed("full disk");
+    let Some(fs) = Tmpfs::mount("2m")? else {
+        return Ok(());
+    };
+    let (s, d) = devices(cairn_e2e::Backend::Local, &["a"])?;
+    let a = &d[0];
+    let mut want = BTreeMap::new();
+    for i in 0..3u64 {
+        let (p, bytes) = (format!("data/{i}.bin"), random_bytes(seed + i, 900_000));
+        write(a.path(), &p, &bytes)?;
+        want.insert(p, bytes);
+    }
+    a.device.push(a.path())?;
+
+    let b = s.device("team", "b")?;
+    let root = fs.dir.path().join("folder");
+    std::fs::create_dir(&root)?;
+    b.add(&root)?;
+    write(&root, "mine.txt", b"a local file that must stay")?;
+    let out = b.run("pull", &root)?;
+    let msg = text(&out);
+    eprintln!("pull onto a full disk: {msg}");
+    ensure!(!out.status.success(), "a pull that cannot fit fails: {msg}");
+    ensure!(
+        msg.to_lowercase().contains("no space"),
+        "the error says the disk is full: {msg}"
+    );
+    ensure!(
+        want.keys().any(|p| msg.contains(p.as_str())) || msg.contains(&*root.to_string_lossy()),
+        "the error names the path: {msg}"
+    );
+    no_partial_files(&root, &want)?;
+    ensure!(
+        std::fs::read(root.join("mine.txt"))? == b"a local file that must stay",
+        "the existing file is untouched"
+    );
+
+    fs.resize("16m")?;
+    b.pull(&root)?;
+    let t = snapshot(&root)?;
+    ensure!(has_all(&t, &want), "every file after freeing space");
+    ensure!(file_is(&t, "mine.txt", b"a local file that must stay"));
+    ensure!(
+        !t.keys().any(|k| k.contains(".cairn-tmp-")),
+        "no temp files left: {:?}",
+        t.keys().collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
+// --- e: a deleted local state database -----------------------------------------------------------
+
+fn remove_state_db(dev: &Device) -> Result<()> {
+    for name in ["state.db", "state.db-wal", "state.db-shm"] {
+        match std::fs::remove_file(dev.home.path().join(name)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[test]
+#[ignore = "bug: without its state database a device re-uploads a file deleted elsewhere (no reconcile by hashes against history): see docs/RELIABILITY.md"]
+fn a_deleted_state_database_resurrects_no_delete_and_loses_no_local_file() -> Result<()> {
+    let (_s, d) = devices(cairn_e2e::Backend::Local, &["a", "b"])?;
+    let (a, b) = (&d[0], &d[1]);
+    for f in ["x", "y", "z"] {
+        write(a.path(), &format!("{f}.txt"), f.as_bytes())?;
+    }
+    a.device.push(a.path())?;
+    b.device.pull(b.path())?;
+    // a deletes y; b loses its state database and makes a file of its own.
+    std::fs::remove_file(a.path().join("y.txt"))?;
+    a.device.push(a.path())?;
+    remove_state_db(&b.device)?;
+    write(b.path(), "local-only.txt", b"only on b")?;
+    // The folder's registration was in the database: add it again (its marker is still there).
+    b.device.add(b.path())?;
+    json_ok(
+        b.device.run("pull", b.path())?,
+        "pull after losing the state db",
+    )?;
+    json_ok(
+        b.device.run("push", b.path())?,
+        "push after losing the state db",
+    )?;
+    a.device.pull(a.path())?;
+    for dev in [a, b] {
+        let t = snapshot(dev.path())?;
+        ensure!(
+            file_is(&t, "x.txt", b"x") && file_is(&t, "z.txt", b"z"),
+            "{t:?}"
+        );
+        ensure!(
+            file_is(&t, "local-only.txt", b"only on b"),
+            "the local-only file survives: {t:?}"
+        );
+        ensure!(
+            !t.contains_key("y.txt"),
+            "y.txt was deleted and is back: {t:?}"
+        );
+        no_conflict_copies(&t)?;
+    }
+    Ok(())
+}
