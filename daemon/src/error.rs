@@ -77,9 +77,14 @@ impl Error {
             Code::Unauthenticated | Code::PermissionDenied => {
                 Error::Refused(format!("{call}: {}", status.message()))
             }
-            Code::Unavailable
+            // A refused connection is Unavailable; an established one that breaks (reset, broken
+            // pipe, closed) surfaces from tonic as Unknown or Cancelled with a transport error as
+            // its source. All mean: offline, retry.
+            Code::Unavailable | Code::Unknown | Code::Cancelled
                 if status.message().contains("connect")
-                    || status.message().contains("transport") =>
+                    || status.message().contains("transport")
+                    || std::error::Error::source(&status)
+                        .is_some_and(|e| e.is::<tonic::transport::Error>()) =>
             {
                 Error::Unreachable {
                     url: server.to_owned(),

@@ -406,7 +406,6 @@ fn cut_off_then_reconnect(mode: Mode) -> Result<()> {
 }
 
 #[test]
-#[ignore = "bug: a dropped connection (broken pipe, tonic Code::Unknown \"transport error\") is not classified transient, so status says `error`, not `offline`: see docs/RELIABILITY.md"]
 fn a_daemon_whose_connections_are_refused_shows_offline_and_converges_after_reconnect() -> Result<()>
 {
     cut_off_then_reconnect(Mode::Refuse)
