@@ -290,15 +290,7 @@ fn garage_stopped_during_a_push_and_a_pull_fails_clearly_and_completes_on_rerun(
     }
 
     // Upload: stop Garage as soon as the first block lands.
-    let push = a
-        .device
-        .cmd()
-        .args(["--json", "push"])
-        .arg(a.path())
-        .args(["--namespace", "team"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
+    let push = spawn_json(&a.device, "push", a.path())?;
     wait_for("the first uploaded block", Duration::from_secs(60), || {
         (g.block_files() > 0).then_some(())
     })?;
@@ -318,15 +310,7 @@ fn garage_stopped_during_a_push_and_a_pull_fails_clearly_and_completes_on_rerun(
     a.device.push(a.path())?;
 
     // Download: stop Garage once b has written its first file (or temp file).
-    let pull = b
-        .device
-        .cmd()
-        .args(["--json", "pull"])
-        .arg(b.path())
-        .args(["--namespace", "team"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
+    let pull = spawn_json(&b.device, "pull", b.path())?;
     wait_for(
         "b's first downloaded bytes",
         Duration::from_secs(60),
@@ -559,4 +543,19 @@ fn a_deleted_state_database_resurrects_no_delete_and_loses_no_local_file() -> Re
         no_conflict_copies(&t)?;
     }
     Ok(())
+}
+
+/// Starts `cairn --json VERB DIR --namespace team` with its output captured (to wait on later).
+fn spawn_json(
+    d: &cairn_e2e::Device,
+    verb: &str,
+    dir: &std::path::Path,
+) -> Result<std::process::Child> {
+    Ok(d.cmd()
+        .args(["--json", verb])
+        .arg(dir)
+        .args(["--namespace", "team"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?)
 }
