@@ -9,10 +9,12 @@ export PATH="$HOME/.cargo/bin:$PATH"
 scripts/garage.sh install
 command -v cargo-nextest > /dev/null || cargo install cargo-nextest --locked
 # A real case-insensitive filesystem for the path e2e (vfat in userspace: this kernel has no vfat
-# or ext4 casefold). Without them that one test skips, saying why.
-if ! command -v fusefat > /dev/null || ! command -v mkfs.vfat > /dev/null; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fusefat dosfstools) \
-        > /dev/null 2>&1 || echo "could not install fusefat/dosfstools; the vfat e2e test will skip" >&2
+# or ext4 casefold); strace to make fsync fail and libfaketime to skew clocks in the fault e2e.
+# Without them those tests skip, saying why.
+if ! command -v fusefat > /dev/null || ! command -v mkfs.vfat > /dev/null || ! command -v strace > /dev/null \
+    || ! command -v faketime > /dev/null; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fusefat dosfstools strace faketime) \
+        > /dev/null 2>&1 || echo "could not install fusefat/dosfstools/strace/faketime; the tests that need them will skip" >&2
 fi
 
 cargo build --workspace --bins

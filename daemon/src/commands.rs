@@ -13,6 +13,7 @@ use crate::download::Pull;
 use crate::error::{Error, Result};
 use crate::guard::{self, Held};
 use crate::planner::{Op, plan};
+use crate::reconcile::reconcile;
 use crate::remote::Remote;
 use crate::scanner::scan;
 use crate::state::State;
@@ -185,11 +186,13 @@ pub async fn push(
     let params = params_of(&info)?;
     let mut state = State::open(&cfg.dirs.state_db())?;
     let folder = state.folder(&root, namespace, &cfg.server)?;
-    let synced = state.synced(folder)?;
+    let mut synced = state.synced(folder)?;
     let hash_bar = ui.bar("hashing");
     let mut scanned = scan(&root, &synced, params, workers(), &hash_bar).await?;
     hash_bar.finish_and_clear();
     errors.append(&mut scanned.errors);
+    let trees = (&scanned.tree, &remote_tree);
+    reconcile(&remote, &mut state, folder, trees, &mut synced).await?;
     let ops: Vec<Op> = plan(&scanned.tree, &remote_tree, &synced)
         .into_iter()
         .filter(Op::is_upload_side)
@@ -286,11 +289,13 @@ pub async fn pull(
     let params = params_of(&info)?;
     let mut state = State::open(&cfg.dirs.state_db())?;
     let folder = state.folder(&root, namespace, &cfg.server)?;
-    let synced = state.synced(folder)?;
+    let mut synced = state.synced(folder)?;
     let hash_bar = ui.bar("scanning");
     let mut scanned = scan(&root, &synced, params, workers(), &hash_bar).await?;
     hash_bar.finish_and_clear();
     errors.append(&mut scanned.errors);
+    let trees = (&scanned.tree, &remote_tree);
+    reconcile(&remote, &mut state, folder, trees, &mut synced).await?;
     // Both sides changed: pull keeps the local version as a conflict copy and takes the remote one.
     let ops: Vec<Op> = plan(&scanned.tree, &remote_tree, &synced)
         .into_iter()

@@ -22,6 +22,7 @@ pub mod ignore_rules;
 pub mod live;
 pub mod localfs;
 pub mod portability;
+pub mod reconcile;
 pub mod remote;
 pub mod resume;
 pub mod scanner;

@@ -63,12 +63,20 @@ pub async fn daemon(cfg: &Config, scan_interval: Option<Duration>, events: Event
     if let Some(s) = scan_interval {
         cfg.scan_interval = s;
     }
-    let folders = State::open(&cfg.dirs.state_db())?.live_folders()?;
+    let state = State::open(&cfg.dirs.state_db())?;
+    let folders = state.live_folders()?;
     if folders.is_empty() {
-        return Err(Error::Config(
-            "no folders to sync — add one with `cairn add DIR --namespace NS`".into(),
-        ));
+        let why = state.set_aside.as_ref().map_or(String::new(), |p| {
+            format!(
+                " (the state database was damaged and moved aside to {}; adding the folders again is safe: their files are matched against the server's history)",
+                p.display()
+            )
+        });
+        return Err(Error::Config(format!(
+            "no folders to sync — add one with `cairn add DIR --namespace NS`{why}"
+        )));
     }
+    drop(state);
     let (stop_tx, stop_rx) = watch::channel(false);
     // Folder tasks hold the state DB connection (not Sync) across awaits: they run on this thread.
     let local = tokio::task::LocalSet::new();

@@ -41,6 +41,9 @@ pub struct Remote {
 
 const MAX_MESSAGE: usize = 256 * 1024 * 1024;
 const LIST_PAGE: u32 = 1000;
+/// HTTP/2 pings on the gRPC connection, and how long an unanswered one may stay unanswered.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Retries transient failures with exponential backoff and jitter.
 pub async fn retry<T, F, Fut>(what: &str, f: F) -> Result<T>
@@ -89,6 +92,12 @@ impl Remote {
                 ))
             })?
             .connect_timeout(Duration::from_secs(10))
+            // A link that drops packets silently (no RST, no FIN) leaves a connection that
+            // looks open forever: pings on it, idle or not, notice within interval + timeout
+            // and fail what runs on it (the change stream included), so it reads as offline.
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true)
             .tcp_nodelay(true);
         let ca = match &cfg.ca_cert {
             Some(path) => Some(std::fs::read(path).map_err(|e| {

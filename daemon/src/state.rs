@@ -36,6 +36,8 @@ pub struct State {
     path: PathBuf,
     /// When recording: every change `apply` committed, in order (see [`State::record_changes`]).
     journal: Option<Vec<(FolderId, SyncedChange)>>,
+    /// Where a damaged database found at open was moved to (this one then started empty).
+    pub set_aside: Option<PathBuf>,
 }
 
 fn migrations() -> Migrations<'static> {
@@ -48,9 +50,72 @@ fn migrations() -> Migrations<'static> {
     ])
 }
 
+/// SQLite's word for a file that is not a database, or one whose pages are broken.
+fn is_damage(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+    )
+}
+
+/// Renames a damaged database and its WAL and shared-memory files to
+/// `NAME.damaged-SECONDS[-wal|-shm]`; returns the database's new name.
+fn set_aside(path: &Path) -> Result<PathBuf> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let aside = PathBuf::from(format!("{}.damaged-{secs}", path.display()));
+    for suffix in ["", "-wal", "-shm"] {
+        let from = PathBuf::from(format!("{}{suffix}", path.display()));
+        let to = PathBuf::from(format!("{}{suffix}", aside.display()));
+        match std::fs::rename(&from, &to) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(from, e)),
+            _ => {}
+        }
+    }
+    Ok(aside)
+}
+
 impl State {
-    /// Opens (creating if needed) the database and applies pending migrations.
+    /// Opens (creating if needed) the database and applies pending migrations. A damaged
+    /// database (not SQLite, or failing its quick check) is moved aside under a name that says
+    /// so and a new one is started: the synced trees it held are rebuilt by matching the folders
+    /// against the server's history (`reconcile`), and the folders `cairn add` registered must
+    /// be added again (the daemon says so).
     pub fn open(path: &Path) -> Result<Self> {
+        let damage = match Self::open_unchecked(path) {
+            Ok(st) => match st.quick_check() {
+                None => return Ok(st),
+                Some(detail) => detail,
+            },
+            Err(Error::State { source, .. }) if is_damage(&source) => source.to_string(),
+            Err(Error::Migration { detail, .. }) if detail.contains("malformed") => detail,
+            Err(e) => return Err(e),
+        };
+        let aside = set_aside(path)?;
+        tracing::warn!(
+            database = %path.display(),
+            moved_to = %aside.display(),
+            "the local state database is damaged ({damage}); it was moved aside and a new one started — folders are matched against the server's history again; run `cairn add DIR --namespace NS` again for each live folder"
+        );
+        let mut st = Self::open_unchecked(path)?;
+        st.set_aside = Some(aside);
+        Ok(st)
+    }
+
+    /// `None` when SQLite's quick check passes; otherwise what it found.
+    fn quick_check(&self) -> Option<String> {
+        match self
+            .conn
+            .query_row("PRAGMA quick_check", [], |r| r.get::<_, String>(0))
+        {
+            Ok(s) if s == "ok" => None,
+            Ok(s) => Some(s),
+            Err(e) => Some(e.to_string()),
+        }
+    }
+
+    fn open_unchecked(path: &Path) -> Result<Self> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
@@ -77,6 +142,7 @@ impl State {
             conn,
             path: path.to_owned(),
             journal: None,
+            set_aside: None,
         })
     }
 

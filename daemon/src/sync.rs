@@ -27,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::events::Events;
 use crate::ignore_rules::IgnoreRules;
 use crate::planner::{Op, moves, plan};
+use crate::reconcile::reconcile;
 use crate::remote::Remote;
 use crate::scanner::{MARKER, Region, Scanned, TMP_PREFIX, scan, scan_region};
 use crate::state::{FolderId, State};
@@ -272,7 +273,12 @@ impl FolderSync {
                                 self.full_needed = true;
                                 next_scan = Instant::now();
                             }
-                            Trigger::RemoteDown(d) => tracing::info!("{}: {d}", self.root.display()),
+                            Trigger::RemoteDown(d) => {
+                                // Say so at once: the round this wakes may wait a long time on
+                                // a dead link before its own error arrives.
+                                tracing::info!("{}: {d}", self.root.display());
+                                self.report(SyncState::Offline, &[], d);
+                            }
                             Trigger::Local(paths) => self.touch(paths),
                             Trigger::Rescan => self.full_needed = true,
                             Trigger::Remote => {}
@@ -391,7 +397,7 @@ impl FolderSync {
         self.dirty.clear();
         self.pending.clear();
         let db_version = self.state.data_version()?;
-        let synced_all = self.state.synced(self.folder)?;
+        let mut synced_all = self.state.synced(self.folder)?;
         // Chunks the server lost (scrub) that files here hold unchanged go up again. Only
         // devices that may upload ask; a failure waits for the next full scan.
         let may_upload = !matches!(pb::Role::try_from(self.info.role), Ok(pb::Role::View));
@@ -415,6 +421,10 @@ impl FolderSync {
         )
         .await?;
         let stat_calls = scanned.stat_calls;
+        let trees = (&scanned.tree, &self.remote_tree);
+        // No synced record of a path the server has moved on from (a lost state database):
+        // match it against the server's history before planning.
+        reconcile(&self.remote, &mut self.state, self.folder, trees, &mut synced_all).await?;
         let rules = IgnoreRules::load(&self.root, &scanned.tree);
         let mut remote = self.remote_tree.clone();
         let mut synced = synced_all.clone();

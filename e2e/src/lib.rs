@@ -300,6 +300,7 @@ impl CairnServer {
             token,
             namespace: namespace.to_owned(),
             ca_cert: self.ca_cert(),
+            env: Vec::new(),
         })
     }
 
@@ -334,6 +335,7 @@ impl CairnServer {
             token: String::new(),
             namespace: namespace.to_owned(),
             ca_cert: self.ca_cert(),
+            env: Vec::new(),
         };
         let mut cmd = d.cmd();
         cmd.args([
@@ -370,6 +372,8 @@ pub struct Device {
     pub namespace: String,
     /// The CA to trust for a TLS server (`--ca-cert`).
     pub ca_cert: Option<PathBuf>,
+    /// More environment for every command of this device (e.g. a faked clock).
+    pub env: Vec<(String, String)>,
 }
 
 impl Device {
@@ -392,7 +396,8 @@ impl Device {
         }
         c.env_remove("CAIRN_SERVER")
             .env_remove("CAIRN_HOME")
-            .env_remove("CAIRN_PASSWORD");
+            .env_remove("CAIRN_PASSWORD")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 

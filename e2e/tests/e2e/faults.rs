@@ -395,6 +395,204 @@ fn a_daemon_whose_connections_are_refused_shows_offline_and_converges_after_reco
     cut_off_then_reconnect(Mode::Refuse)
 }
 
+/// A link that drops everything without a word (no RST, no FIN): only the connection's own
+/// pings can tell.
+#[test]
+fn a_daemon_whose_network_goes_silent_shows_offline_and_converges_after_reconnect() -> Result<()> {
+    cut_off_then_reconnect(Mode::BlackHole)
+}
+
+// --- a file growing while it is chunked ------------------------------------------------------------
+
+/// a's daemon sees a log file that grows for a few seconds (64 KiB appended every 10 ms, ~20 MB)
+/// and syncs it while it grows: every state of it that reaches b is a prefix of what was written
+/// (never a mix of two states, never bytes that were not there), and b ends with all of it.
+#[test]
+fn a_file_growing_while_it_is_synced_reaches_the_other_side_only_as_prefixes_then_whole()
+-> Result<()> {
+    use std::io::Write as _;
+    let seed = seed("growing file");
+    let (_s, d) = devices(cairn_e2e::Backend::Local, &["a", "b"])?;
+    let (a, b) = (&d[0], &d[1]);
+    let _run_a = a.start()?;
+    let _run_b = b.start()?;
+    let data = random_bytes(seed, 300 * 64 * 1024);
+    let target = b.path().join("grow.log");
+    // A partly written temp file is never at the target path: a file there is one whole
+    // committed state of the log, so it must be a prefix of what a wrote.
+    let prefix_on_b = || -> Result<Option<usize>> {
+        let Ok(got) = std::fs::read(&target) else {
+            return Ok(None);
+        };
+        ensure!(
+            data.starts_with(&got),
+            "b holds {} bytes of grow.log that are not a prefix of what a wrote",
+            got.len()
+        );
+        Ok(Some(got.len()))
+    };
+    let mut f = std::fs::File::create(a.path().join("grow.log"))?;
+    let mut states = std::collections::BTreeSet::new();
+    for piece in data.chunks(64 * 1024) {
+        f.write_all(piece)?;
+        f.flush()?;
+        states.extend(prefix_on_b()?);
+        // The writer's pace (a growing log, not a copy), not a wait for anything.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(f);
+    let mut want = BTreeMap::new();
+    want.insert("grow.log".to_owned(), data.clone());
+    let t = converge(&[a, b], "the whole log on both sides", |t| {
+        has_all(t, &want)
+    })?;
+    no_conflict_copies(&t)?;
+    eprintln!("sizes of grow.log seen on b while it grew: {states:?}");
+    Ok(())
+}
+
+// --- clock skew between devices ------------------------------------------------------------------
+
+const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// a's wall clock a day behind, b's a day ahead (libfaketime; monotonic clocks left alone).
+/// Every decision that orders changes uses the server's clock or version numbers (commit times,
+/// the conflict copies it names, token and URL expiry), and a file's identity is its stat and
+/// hash, never a time comparison: so skew must change nothing. Creates on both sides, a
+/// concurrent edit of one file and a delete converge, and every content is kept.
+#[test]
+fn devices_a_day_apart_in_time_converge_and_lose_nothing() -> Result<()> {
+    if !Path::new(FAKETIME_LIB).exists() {
+        eprintln!("SKIPPED: libfaketime is not installed (scripts/test.sh installs faketime)");
+        return Ok(());
+    }
+    let (_s, mut d) = devices(cairn_e2e::Backend::Local, &["a", "b"])?;
+    for (dev, offset) in d.iter_mut().zip(["-1d", "+1d"]) {
+        dev.device.env = vec![
+            ("LD_PRELOAD".into(), FAKETIME_LIB.into()),
+            ("FAKETIME".into(), offset.into()),
+            ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+        ];
+    }
+    let (a, b) = (&d[0], &d[1]);
+    write(a.path(), "shared.txt", b"before")?;
+    a.device.push(a.path())?;
+    b.device.pull(b.path())?;
+    // Both edit the same file while neither daemon runs: one edit must become a conflict copy.
+    write(a.path(), "shared.txt", b"edited on a, a day behind")?;
+    write(b.path(), "shared.txt", b"edited on b, a day ahead")?;
+    let run_a = a.start()?;
+    let run_b = b.start()?;
+    let day_ms = 86_400_000i64;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    for (run, offset) in [(&run_a, -day_ms), (&run_b, day_ms)] {
+        let ts = run.events()[0]["ts_ms"].as_i64().unwrap_or(0);
+        ensure!(
+            (ts - (now_ms + offset)).abs() < 3_600_000,
+            "the daemon's clock is skewed by {offset} ms (event at {ts}, now {now_ms})"
+        );
+    }
+    write(a.path(), "from-a.txt", b"a")?;
+    write(b.path(), "from-b.txt", b"b")?;
+    let t = converge(&[a, b], "both creates and the concurrent edit", |t| {
+        file_is(t, "from-a.txt", b"a") && file_is(t, "from-b.txt", b"b")
+    })?;
+    for want in [&b"edited on a, a day behind"[..], b"edited on b, a day ahead"] {
+        let hash = blake3::hash(want).to_hex().to_string();
+        ensure!(
+            t.values()
+                .any(|n| matches!(n, Node::File { hash: h, .. } if *h == hash)),
+            "{:?} was lost: {t:?}",
+            String::from_utf8_lossy(want)
+        );
+    }
+    std::fs::remove_file(b.path().join("from-a.txt"))?;
+    converge(&[a, b], "the delete", |t| {
+        !t.contains_key("from-a.txt") && file_is(t, "from-b.txt", b"b")
+    })?;
+    Ok(())
+}
+
+// --- fsync failing with EIO during a download ----------------------------------------------------
+
+/// `cmd` run under strace, which makes every fsync and fdatasync of the process (and its
+/// threads) fail with EIO, as a dying disk or an over-committed thin volume does.
+fn with_failing_fsync(cmd: &Command) -> Command {
+    let mut c = Command::new("strace");
+    c.args(["-f", "-qq", "-o", "/dev/null"])
+        .args(["-e", "trace=fsync,fdatasync"])
+        .args(["-e", "inject=fsync,fdatasync:error=EIO"])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c
+}
+
+#[test]
+fn fsync_failing_with_eio_during_a_pull_fails_clearly_keeps_no_file_and_completes_later()
+-> Result<()> {
+    if Command::new("strace").arg("-V").output().is_err() {
+        eprintln!("SKIPPED: strace is not installed (scripts/test.sh installs it)");
+        return Ok(());
+    }
+    let seed = seed("fsync EIO");
+    let (s, d) = devices(cairn_e2e::Backend::Local, &["a"])?;
+    let a = &d[0];
+    let mut want = BTreeMap::new();
+    for i in 0..3u64 {
+        let (p, bytes) = (format!("data/{i}.bin"), random_bytes(seed + i, 300_000));
+        write(a.path(), &p, &bytes)?;
+        want.insert(p, bytes);
+    }
+    a.device.push(a.path())?;
+
+    let b = s.device("team", "b")?;
+    let root = tempfile::tempdir()?;
+    write(root.path(), "mine.txt", b"a local file that must stay")?;
+    let mut pull = b.cmd();
+    pull.arg("--json")
+        .arg("pull")
+        .arg(root.path())
+        .args(["--namespace", "team"]);
+    let out = with_failing_fsync(&pull).output()?;
+    let msg = text(&out);
+    eprintln!("pull with failing fsync: {msg}");
+    ensure!(!out.status.success(), "a pull whose fsyncs fail fails: {msg}");
+    ensure!(
+        msg.contains("Input/output error") || msg.contains("os error 5") || msg.contains("disk I/O error"),
+        "the error says what failed: {msg}"
+    );
+    // A file whose fsync failed was never renamed into place, so nothing at a target path can
+    // hold bytes the disk may not have kept.
+    let t = snapshot(root.path())?;
+    for p in want.keys() {
+        ensure!(!t.contains_key(p), "{p} was put in place although its fsync failed: {t:?}");
+    }
+    ensure!(
+        file_is(&t, "mine.txt", b"a local file that must stay"),
+        "the local file is untouched: {t:?}"
+    );
+
+    let done = b.pull(root.path())?;
+    eprintln!("pull once fsync works again: {done}");
+    let t = snapshot(root.path())?;
+    for (p, bytes) in &want {
+        ensure!(file_is(&t, p, bytes), "{p} after the second pull: {t:?}");
+    }
+    ensure!(
+        !t.keys().any(|p| p.contains(".cairn-tmp-")),
+        "no temp file is left: {t:?}"
+    );
+    Ok(())
+}
+
 // --- d: a full disk on the client during a download ----------------------------------------------
 
 /// A small tmpfs mounted on a temp dir, unmounted on drop.
@@ -500,9 +698,10 @@ fn remove_state_db(dev: &Device) -> Result<()> {
     Ok(())
 }
 
-#[test]
-#[ignore = "bug: without its state database a device re-uploads a file deleted elsewhere (no reconcile by hashes against history): see docs/RELIABILITY.md"]
-fn a_deleted_state_database_resurrects_no_delete_and_loses_no_local_file() -> Result<()> {
+/// a and b in sync on x, y, z; then a deletes y and edits x while b's state database is lost
+/// (`damage` removes or corrupts it) and b writes a file of its own. Reconciling by hashes:
+/// y stays deleted, b takes a's x without a conflict copy, and b's own file reaches a.
+fn state_database_lost(damage: fn(&Device) -> Result<()>) -> Result<String> {
     let (_s, d) = devices(cairn_e2e::Backend::Local, &["a", "b"])?;
     let (a, b) = (&d[0], &d[1]);
     for f in ["x", "y", "z"] {
@@ -510,13 +709,14 @@ fn a_deleted_state_database_resurrects_no_delete_and_loses_no_local_file() -> Re
     }
     a.device.push(a.path())?;
     b.device.pull(b.path())?;
-    // a deletes y; b loses its state database and makes a file of its own.
     std::fs::remove_file(a.path().join("y.txt"))?;
+    write(a.path(), "x.txt", b"x, edited on a")?;
     a.device.push(a.path())?;
-    remove_state_db(&b.device)?;
+    damage(&b.device)?;
     write(b.path(), "local-only.txt", b"only on b")?;
     // The folder's registration was in the database: add it again (its marker is still there).
-    b.device.add(b.path())?;
+    let added = b.device.cmd().arg("add").arg(b.path()).args(["--namespace", "team"]).output()?;
+    ensure!(added.status.success(), "add after losing the state db: {}", text(&added));
     json_ok(
         b.device.run("pull", b.path())?,
         "pull after losing the state db",
@@ -529,7 +729,7 @@ fn a_deleted_state_database_resurrects_no_delete_and_loses_no_local_file() -> Re
     for dev in [a, b] {
         let t = snapshot(dev.path())?;
         ensure!(
-            file_is(&t, "x.txt", b"x") && file_is(&t, "z.txt", b"z"),
+            file_is(&t, "x.txt", b"x, edited on a") && file_is(&t, "z.txt", b"z"),
             "{t:?}"
         );
         ensure!(
@@ -542,6 +742,29 @@ fn a_deleted_state_database_resurrects_no_delete_and_loses_no_local_file() -> Re
         );
         no_conflict_copies(&t)?;
     }
+    Ok(text(&added))
+}
+
+#[test]
+fn a_deleted_state_database_resurrects_no_delete_and_loses_no_local_file() -> Result<()> {
+    state_database_lost(remove_state_db)?;
+    Ok(())
+}
+
+#[test]
+fn a_corrupted_state_database_is_set_aside_and_reconciled_by_hashes() -> Result<()> {
+    fn corrupt(dev: &Device) -> Result<()> {
+        remove_state_db(dev)?;
+        // Not a database at all: what a torn or overwritten file looks like to SQLite.
+        std::fs::write(dev.home.path().join("state.db"), random_bytes(7, 64 * 1024))?;
+        Ok(())
+    }
+    let said = state_database_lost(corrupt)?;
+    eprintln!("cairn add on a corrupted state database: {said}");
+    ensure!(
+        said.contains("damaged") && said.contains("state.db.damaged-"),
+        "the first command to open it says it was damaged and where it went: {said}"
+    );
     Ok(())
 }
 
