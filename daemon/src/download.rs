@@ -1,6 +1,5 @@
 //! The pull executor: fetch verified chunks into temp files, re-check, rename; mkdir; careful deletes.
 
-use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -15,12 +14,19 @@ use crate::planner::Op;
 use crate::remote::Remote;
 use crate::scanner::stat_of;
 use crate::state::{FolderId, State, SyncedChange};
-use crate::tree::{Content, RemoteTree, SyncedEntry, SyncedTree, is_exec};
+use crate::tree::{Content, RemoteTree, SyncedEntry, SyncedTree};
 
-const MANIFEST_BATCH: usize = 200;
-const FILES_IN_FLIGHT: usize = 4;
-/// Adjacent chunks of one object merge into one ranged GET up to this size.
-const MAX_RANGE: u64 = 8 * 1024 * 1024;
+mod group;
+mod plan;
+
+/// Files per GetManifests call; the next batch's manifests are fetched while this one downloads.
+const MANIFEST_BATCH: usize = 1000;
+/// A group is fetched pack-wise as a whole (its chunks sorted by stored object and merged into
+/// ranged GETs); these bound its open temp files and the small files it holds in memory.
+const GROUP_FILES: usize = 500;
+const GROUP_BYTES: u64 = 32 << 20;
+/// Groups downloading at once: one group's fsyncs overlap the next one's GETs.
+const GROUPS_IN_FLIGHT: usize = 3;
 
 #[derive(Debug, Default, serde::Serialize)]
 pub struct PullStats {
@@ -195,9 +201,24 @@ impl Pull<'_> {
             }
         }
         self.state.apply(self.folder, &changes)?;
-        for batch in files.chunks(MANIFEST_BATCH) {
-            self.download_batch(batch.to_vec(), synced, placer, &mut stats)
-                .await?;
+        let remote = self.remote;
+        let mut batches = files.chunks(MANIFEST_BATCH).map(<[_]>::to_vec);
+        let mut resp = match batches.next() {
+            Some(b) => Some(remote.get_manifests(b).await?),
+            None => None,
+        };
+        while let Some(r) = resp {
+            let following = batches.next();
+            let prefetch = async {
+                match following {
+                    Some(b) => Some(remote.get_manifests(b).await),
+                    None => None,
+                }
+            };
+            let (done, next) =
+                tokio::join!(self.download_batch(r, synced, placer, &mut stats), prefetch);
+            done?;
+            resp = next.transpose()?;
         }
         stats.renamed = placer.take_notices();
         Ok(stats)
@@ -205,42 +226,38 @@ impl Pull<'_> {
 
     async fn download_batch(
         &mut self,
-        files: Vec<pb::PathVersion>,
+        resp: pb::GetManifestsResponse,
         synced: &SyncedTree,
         placer: &Placer<'_>,
         stats: &mut PullStats,
     ) -> Result<()> {
-        let resp = self.remote.get_manifests(files).await?;
-        let objects = &resp.objects;
-        let this = &*self;
         // Places are decided in path order before any download starts, so which of two case
         // twins keeps its name does not depend on which download finishes first.
-        let places: Vec<Result<String>> = resp
-            .files
-            .iter()
-            .map(|m| {
-                let path = m.entry.as_ref().map_or("", |e| e.path.as_str());
-                cairn_proto::validate_path(path)
-                    .map_err(|e| Error::path(path, format!("refused: {e}")))
-                    .and_then(|()| placer.place(path, Intent::Write))
-            })
-            .collect();
-        let results: Vec<(String, Result<Written>)> =
-            futures::stream::iter(resp.files.iter().zip(places).map(|(m, place)| {
-                let path = m.entry.as_ref().map(|e| e.path.clone()).unwrap_or_default();
-                async move {
-                    let r = match place {
-                        Ok(rel) => this.download_file(m, &rel, objects, synced).await,
-                        Err(e) => Err(e),
-                    };
-                    (path, r)
-                }
-            }))
-            .buffer_unordered(FILES_IN_FLIGHT)
-            .collect()
-            .await;
+        let mut targets = Vec::new();
+        for m in &resp.files {
+            let path = m.entry.as_ref().map_or("", |e| e.path.as_str());
+            let target = cairn_proto::validate_path(path)
+                .map_err(|e| Error::path(path, format!("refused: {e}")))
+                .and_then(|()| placer.place(path, Intent::Write))
+                .and_then(|rel| target(m, rel));
+            match target {
+                Ok(t) => targets.push(t),
+                Err(e) => stats.errors.push(e),
+            }
+        }
+        // Files whose chunks rest side by side go into one group (fewer, longer GETs).
+        targets.sort_by_key(|t| t.pieces.first().map(|p| (p.object, p.offset)));
+        let sizes: Vec<u64> = targets.iter().map(|t| t.meta.size).collect();
+        let this = &*self;
+        let (targets, objects) = (&targets, &resp.objects);
+        let results: Vec<Vec<Result<Written>>> =
+            futures::stream::iter(plan::groups(&sizes, GROUP_FILES, GROUP_BYTES))
+                .map(|g| this.fetch_group(&targets[g], objects, synced))
+                .buffered(GROUPS_IN_FLIGHT)
+                .collect()
+                .await;
         let mut changes = Vec::new();
-        for (_, r) in results {
+        for r in results.into_iter().flatten() {
             match r {
                 Ok(w) => {
                     stats.files_written += 1;
@@ -252,131 +269,13 @@ impl Pull<'_> {
                 Err(e) => stats.errors.push(e),
             }
         }
+        // Every file here was renamed and its folder fsynced before its group returned.
         self.state.apply(self.folder, &changes)
     }
 
-    async fn download_file(
-        &self,
-        m: &pb::FileManifest,
-        rel: &str,
-        objects: &[pb::StoredObject],
-        synced: &SyncedTree,
-    ) -> Result<Written> {
-        let entry = m
-            .entry
-            .as_ref()
-            .ok_or_else(|| Error::Protocol("GetManifests sent a file without its entry".into()))?;
-        let path = entry.path.as_str();
-        let meta = entry.meta.clone().unwrap_or_default();
-        let expected = ContentId::from_slice(&entry.content_id)
-            .map_err(|e| Error::path(path, format!("server sent a bad content id: {e}")))?;
-        let ids: Vec<(ChunkId, u64)> = m
-            .chunks
-            .iter()
-            .map(|c| ChunkId::from_slice(&c.id).map(|id| (id, u64::from(c.length))))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|e| Error::path(path, format!("server sent a bad chunk id: {e}")))?;
-        if content_id_of(ids.iter().map(|(id, l)| (id, *l))) != expected
-            || ids.iter().map(|c| c.1).sum::<u64>() != meta.size
-        {
-            return Err(Error::path(
-                path,
-                "the server's manifest does not match the file's content id or size; not written",
-            ));
-        }
-        let disk = localfs::disk_path(self.root, rel)?;
-        let dir = localfs::ensure_parents(self.root, rel)?;
-        let (tmp, file) = dir.create_temp()?;
-        let res = self
-            .fill_temp(path, file, &dir.path().join(&tmp), m, objects, &meta)
-            .await;
-        let mode_kept = matches!(res, Ok(true));
-        let res = match res {
-            Ok(_) => self.install(rel, &tmp, &disk, &dir, synced.get(path)),
-            Err(e) => Err(e),
-        };
-        let conflict = match res {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = dir.remove(&tmp, false);
-                return Err(e);
-            }
-        };
-        let mut stat = std::fs::symlink_metadata(&disk)
-            .map(|md| stat_of(&md))
-            .map_err(|e| Error::io(&disk, e))?;
-        if !mode_kept {
-            // The synced state's exec bit is read from this mode: it must be the content's.
-            stat.mode = meta.mode & 0o777;
-        }
-        let content = Content::File {
-            id: expected,
-            exec: is_exec(meta.mode),
-        };
-        Ok(Written {
-            path: path.to_owned(),
-            entry: SyncedEntry {
-                version: Version(entry.version),
-                content,
-                stat,
-            },
-            chunks: m.chunks.len() as u64,
-            bytes: meta.size,
-            conflict,
-        })
-    }
-
-    /// Downloads and verifies every chunk into `tmp`, then fsyncs it and sets mode and mtime.
-    /// Returns whether the filesystem kept the mode.
-    async fn fill_temp(
-        &self,
-        path: &str,
-        mut f: std::fs::File,
-        tmp: &Path,
-        m: &pb::FileManifest,
-        objects: &[pb::StoredObject],
-        meta: &pb::FileMeta,
-    ) -> Result<bool> {
-        for range in ranges(&m.chunks) {
-            let first = &m.chunks[range.start];
-            let obj = objects
-                .get(first.object as usize)
-                .ok_or_else(|| Error::path(path, "server named a stored object it did not send"))?;
-            let len: u64 = m.chunks[range.clone()]
-                .iter()
-                .map(|c| u64::from(c.length))
-                .sum();
-            let body = self
-                .remote
-                .get_range(&obj.url, first.offset, len)
-                .await
-                .map_err(|e| Error::path(path, e))?;
-            let mut at = 0usize;
-            for c in &m.chunks[range] {
-                let bytes = &body[at..at + c.length as usize];
-                // Ids were validated in download_file.
-                let id = ChunkId::from_slice(&c.id).map_err(|e| Error::path(path, e))?;
-                if !id.verify(bytes) {
-                    return Err(Error::path(
-                        path,
-                        format!("chunk {id} from storage does not match its hash; not written"),
-                    ));
-                }
-                f.write_all(bytes).map_err(|e| Error::io(tmp, e))?;
-                at += c.length as usize;
-            }
-            self.progress.inc(len);
-        }
-        f.sync_all().map_err(|e| Error::io(tmp, e))?;
-        let kept = set_mode(&f, meta.mode).map_err(|e| Error::io(tmp, e))?;
-        let mtime =
-            std::time::UNIX_EPOCH + std::time::Duration::from_nanos(meta.mtime_ns.max(0) as u64);
-        f.set_modified(mtime).map_err(|e| Error::io(tmp, e))?;
-        Ok(kept)
-    }
-
     /// Re-checks the target right before the rename; a changed local entry is kept as a conflict
-    /// copy. `rel` is where the entry goes on disk (root-relative), `tmp` a name in `dir`.
+    /// copy. `rel` is where the entry goes on disk (root-relative), `tmp` a name in `dir`. The
+    /// caller fsyncs `dir` before it records the entry as synced.
     fn install(
         &self,
         rel: &str,
@@ -401,7 +300,6 @@ impl Pull<'_> {
         };
         dir.rename(tmp, localfs::file_name(rel))
             .map_err(|e| Error::path(rel, format!("cannot move the download into place: {e}")))?;
-        dir.fsync()?;
         Ok(conflict)
     }
 
@@ -435,6 +333,7 @@ impl Pull<'_> {
             .inspect_err(|_| {
                 let _ = dir.remove(&tmp, false);
             })?;
+        dir.fsync()?;
         let stat = std::fs::symlink_metadata(&disk)
             .map(|m| stat_of(&m))
             .unwrap_or_default();
@@ -599,49 +498,55 @@ fn libc_nofollow() -> i32 {
     rustix::fs::OFlags::NOFOLLOW.bits() as i32
 }
 
-/// Splits a manifest into runs of chunks that are adjacent in one object (one ranged GET each).
-fn ranges(chunks: &[pb::ChunkLocation]) -> Vec<std::ops::Range<usize>> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    for i in 1..=chunks.len() {
-        let split = i == chunks.len() || {
-            let (prev, cur) = (&chunks[i - 1], &chunks[i]);
-            let run: u64 = chunks[start..=i].iter().map(|c| u64::from(c.length)).sum();
-            cur.object != prev.object
-                || cur.offset != prev.offset + u64::from(prev.length)
-                || run > MAX_RANGE
-        };
-        if split {
-            out.push(start..i);
-            start = i;
-        }
+/// Checks a manifest against its entry's content id and size and lists the chunks it needs.
+fn target(m: &pb::FileManifest, rel: String) -> Result<group::Target> {
+    let entry = m
+        .entry
+        .as_ref()
+        .ok_or_else(|| Error::Protocol("GetManifests sent a file without its entry".into()))?;
+    let path = entry.path.as_str();
+    let meta = entry.meta.clone().unwrap_or_default();
+    let expected = ContentId::from_slice(&entry.content_id)
+        .map_err(|e| Error::path(path, format!("server sent a bad content id: {e}")))?;
+    let ids: Vec<ChunkId> = m
+        .chunks
+        .iter()
+        .map(|c| ChunkId::from_slice(&c.id))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| Error::path(path, format!("server sent a bad chunk id: {e}")))?;
+    let lengths = m.chunks.iter().map(|c| u64::from(c.length));
+    if content_id_of(ids.iter().zip(lengths.clone())) != expected
+        || lengths.sum::<u64>() != meta.size
+    {
+        return Err(Error::path(
+            path,
+            "the server's manifest does not match the file's content id or size; not written",
+        ));
     }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn loc(object: u32, offset: u64, length: u32) -> pb::ChunkLocation {
-        pb::ChunkLocation {
-            id: vec![0; 32],
-            length,
-            object,
-            offset,
-        }
-    }
-
-    #[test]
-    fn adjacent_chunks_of_one_object_share_a_ranged_get() {
-        let c = [
-            loc(0, 0, 10),
-            loc(0, 10, 5),
-            loc(1, 0, 3),
-            loc(0, 100, 2),
-            loc(0, 102, 2),
-        ];
-        assert_eq!(ranges(&c), vec![0..2, 2..3, 3..5]);
-        assert!(ranges(&[]).is_empty());
-    }
+    let mut at = 0;
+    let pieces = m
+        .chunks
+        .iter()
+        .zip(ids)
+        .map(|(c, id)| {
+            let p = plan::Piece {
+                file: 0,
+                at,
+                id,
+                object: c.object,
+                offset: c.offset,
+                length: c.length,
+            };
+            at += u64::from(c.length);
+            p
+        })
+        .collect();
+    Ok(group::Target {
+        path: path.to_owned(),
+        rel,
+        expected,
+        version: Version(entry.version),
+        meta,
+        pieces,
+    })
 }

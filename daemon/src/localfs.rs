@@ -77,6 +77,12 @@ impl DirHandle {
         Ok(unlinkat(&self.fd, name, flags)?)
     }
 
+    /// The folder's (device, inode): two handles of one folder give the same pair.
+    pub fn identity(&self) -> Result<(u64, u64)> {
+        let st = rustix::fs::fstat(&self.fd).map_err(|e| Error::io(&self.path, e.into()))?;
+        Ok((st.st_dev as u64, st.st_ino as u64))
+    }
+
     /// Makes this folder's entries durable (after a rename into it).
     pub fn fsync(&self) -> Result<()> {
         rustix::fs::fsync(&self.fd).map_err(|e| Error::io(&self.path, e.into()))

@@ -13,6 +13,7 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         M::up(include_str!("../../migrations/server/0001_init.sql")),
         M::up(include_str!("../../migrations/server/0002_history.sql")),
         M::up(include_str!("../../migrations/server/0003_accounts.sql")),
+        M::up(include_str!("../../migrations/server/0004_repack.sql")),
     ])
 });
 

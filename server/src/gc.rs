@@ -15,7 +15,11 @@
 //!    its key goes to `doomed_objects` in the same transaction and leaves it once the store
 //!    confirmed the delete, so a failed delete is retried and never leaks. Object keys are never
 //!    reused (a random suffix), so deleting an old object can never hit a new upload's bytes.
-//! 4. Expired staging uploads (never confirmed) are deleted.
+//! 4. Packs whose live chunks fill less than half of them are repacked (`repack`): the live
+//!    chunks move to a new object and the old one is doomed with a deadline one grace period
+//!    out, so clients that still hold its presigned URL (15 minutes) keep reading it. A doomed
+//!    object is deleted only once its `not_before_ms` passed.
+//! 5. Expired staging uploads (never confirmed) are deleted.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -27,6 +31,8 @@ use crate::db::{self, Db};
 use crate::error::Result;
 use crate::model::decode_manifest;
 use crate::store::BlobStore;
+
+mod repack;
 
 /// Default grace period: longer than any sane gap between a client's upload and its commit.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
@@ -58,6 +64,10 @@ pub struct GcReport {
     pub chunk_bytes_freed: u64,
     pub objects_deleted: u64,
     pub object_bytes_freed: u64,
+    /// Mostly-dead packs rewritten with only their live chunks (the old objects are deleted
+    /// once the grace period passed, by this run or a later one).
+    pub packs_repacked: u64,
+    pub repack_bytes_copied: u64,
     pub staging_deleted: u64,
     /// Reference counts found wrong and repaired (should stay 0).
     pub refcounts_repaired: u64,
@@ -89,12 +99,20 @@ pub async fn run(db: &Db, store: &dyn BlobStore, opts: &GcOptions) -> Result<GcR
             break;
         }
     }
+    let repacked = repack::run(db, store, opts.grace).await?;
+    report.packs_repacked = repacked.packs;
+    report.repack_bytes_copied = repacked.bytes_copied;
     let (objects, bytes) = delete_doomed(db, store).await?;
     report.objects_deleted = objects;
     report.object_bytes_freed = bytes;
     report.staging_deleted = expire_staging(db, store, cutoff).await?;
     report.seconds = started.elapsed().as_secs_f64();
-    if report.versions_dropped + report.chunks_deleted + report.objects_deleted > 0 {
+    if report.versions_dropped
+        + report.chunks_deleted
+        + report.objects_deleted
+        + report.packs_repacked
+        > 0
+    {
         tracing::info!(?report, "garbage collection");
     }
     Ok(report)
@@ -237,13 +255,14 @@ fn sweep(
     Ok((swept, more))
 }
 
-/// Deletes doomed objects from the store; returns (objects, bytes) deleted.
+/// Deletes doomed objects whose deadline passed from the store; returns (objects, bytes) deleted.
 async fn delete_doomed(db: &Db, store: &dyn BlobStore) -> Result<(u64, u64)> {
+    let now = db::now_ms();
     let keys: Vec<String> = db
-        .read(|conn| {
+        .read(move |conn| {
             Ok(conn
-                .prepare("SELECT key FROM doomed_objects")?
-                .query_map([], |r| r.get(0))?
+                .prepare("SELECT key FROM doomed_objects WHERE not_before_ms <= ?1")?
+                .query_map([now], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?)
         })
         .await?;

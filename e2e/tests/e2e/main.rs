@@ -20,4 +20,5 @@ mod guard;
 mod history;
 mod hostile;
 mod live;
+mod packs;
 mod paths;
