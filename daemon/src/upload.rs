@@ -22,6 +22,10 @@ const FIND_MISSING_BATCH: usize = 10_000;
 const PREPARE_BATCH: usize = 1000;
 const COMMIT_BATCH: usize = 1000;
 const PUTS_IN_FLIGHT: usize = 6;
+/// Uploaded objects are confirmed in groups of at most this many objects or bytes: big enough to
+/// keep requests few, small enough that verification trails the uploads closely.
+const CONFIRM_OBJECTS: usize = 64;
+const CONFIRM_BYTES: u64 = 16 << 20;
 
 #[derive(Debug, Default, serde::Serialize)]
 pub struct PushStats {
@@ -62,6 +66,46 @@ struct Source {
     file: usize,
     offset: u64,
     length: u32,
+}
+
+/// One PrepareUpload's objects and where their bytes come from.
+struct Batch<'a> {
+    files: &'a [FileUp],
+    sources: &'a HashMap<ChunkId, Source>,
+    objects: &'a [Vec<ChunkId>],
+    targets: &'a [pb::UploadTarget],
+}
+
+impl Batch<'_> {
+    /// Counts what the server verified; the chunks of objects it refused go to `failed`.
+    fn record_outcomes(
+        &self,
+        group: &[usize],
+        outcomes: Vec<pb::UploadOutcome>,
+        stats: &mut PushStats,
+        failed: &mut HashSet<ChunkId>,
+    ) {
+        let by_upload: HashMap<&str, usize> = group
+            .iter()
+            .map(|&i| (self.targets[i].upload_id.as_str(), i))
+            .collect();
+        for o in outcomes {
+            let Some(&i) = by_upload.get(o.upload_id.as_str()) else {
+                continue;
+            };
+            let obj = &self.objects[i];
+            if o.ok {
+                stats.chunks_uploaded += obj.len() as u64;
+                stats.bytes_uploaded += obj
+                    .iter()
+                    .map(|id| u64::from(self.sources[id].length))
+                    .sum::<u64>();
+            } else {
+                tracing::warn!("server refused an uploaded object: {}", o.error);
+                failed.extend(obj.iter().copied());
+            }
+        }
+    }
 }
 
 struct FileUp {
@@ -256,49 +300,63 @@ impl Push<'_> {
                 })
                 .collect();
             let targets = self.remote.prepare_upload(req).await?;
-            let results: Vec<(usize, Result<()>)> = futures::stream::iter(
-                batch.iter().zip(&targets).enumerate().map(|(i, (obj, t))| {
-                    let sources = &sources;
-                    async move { (i, self.put_object(files, sources, obj, t).await) }
-                }),
-            )
-            .buffer_unordered(PUTS_IN_FLIGHT)
-            .collect()
-            .await;
-            let mut ok_ids = Vec::new();
-            let mut by_upload: HashMap<String, usize> = HashMap::new();
-            for (i, r) in results {
-                match r {
-                    Ok(()) => {
-                        ok_ids.push(targets[i].upload_id.clone());
-                        by_upload.insert(targets[i].upload_id.clone(), i);
-                    }
-                    Err(e) => {
-                        tracing::warn!("upload object failed: {e}");
-                        failed.extend(batch[i].iter().copied());
-                    }
-                }
-            }
-            if ok_ids.is_empty() {
-                continue;
-            }
-            for o in self.remote.confirm_upload(ok_ids).await? {
-                let Some(&i) = by_upload.get(&o.upload_id) else {
-                    continue;
-                };
-                if o.ok {
-                    stats.chunks_uploaded += batch[i].len() as u64;
-                    stats.bytes_uploaded += batch[i]
-                        .iter()
-                        .map(|id| u64::from(sources[id].length))
-                        .sum::<u64>();
-                } else {
-                    tracing::warn!("server refused an uploaded object: {}", o.error);
-                    failed.extend(batch[i].iter().copied());
-                }
-            }
+            let up = Batch {
+                files,
+                sources: &sources,
+                objects: batch,
+                targets: &targets,
+            };
+            self.put_and_confirm(&up, stats, &mut failed).await?;
         }
         Ok(failed)
+    }
+
+    /// PUTs a batch's objects and confirms them in groups as they land, so the server verifies
+    /// one group while the next is still uploading.
+    async fn put_and_confirm(
+        &self,
+        up: &Batch<'_>,
+        stats: &mut PushStats,
+        failed: &mut HashSet<ChunkId>,
+    ) -> Result<()> {
+        let mut puts = futures::stream::iter(up.objects.iter().zip(up.targets).enumerate().map(
+            |(i, (obj, t))| async move { (i, self.put_object(up.files, up.sources, obj, t).await) },
+        ))
+        .buffer_unordered(PUTS_IN_FLIGHT);
+        let mut confirms = futures::stream::FuturesUnordered::new();
+        let (mut ready, mut ready_bytes, mut puts_done) = (Vec::new(), 0u64, false);
+        loop {
+            tokio::select! {
+                put = puts.next(), if !puts_done => match put {
+                    Some((i, Ok(()))) => {
+                        ready.push(i);
+                        ready_bytes += up.targets[i].length;
+                    }
+                    Some((i, Err(e))) => {
+                        tracing::warn!("upload object failed: {e}");
+                        failed.extend(up.objects[i].iter().copied());
+                    }
+                    None => puts_done = true,
+                },
+                Some(done) = confirms.next(), if !confirms.is_empty() => {
+                    let (group, outcomes): (Vec<usize>, Result<Vec<pb::UploadOutcome>>) = done;
+                    up.record_outcomes(&group, outcomes?, stats, failed);
+                }
+                else => break,
+            }
+            if !ready.is_empty()
+                && (puts_done || ready.len() >= CONFIRM_OBJECTS || ready_bytes >= CONFIRM_BYTES)
+            {
+                let group: Vec<usize> = std::mem::take(&mut ready);
+                ready_bytes = 0;
+                let ids = group
+                    .iter()
+                    .map(|&i| up.targets[i].upload_id.clone())
+                    .collect();
+                confirms.push(async move { (group, self.remote.confirm_upload(ids).await) });
+            }
+        }
+        Ok(())
     }
 
     /// Reads the object's chunks back from their files, re-verifies them, PUTs the bytes.

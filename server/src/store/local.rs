@@ -227,6 +227,30 @@ impl BlobStore for LocalStore {
         })
     }
 
+    fn get_stream<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<super::ByteChunks>> {
+        Box::pin(async move {
+            let file = tokio::fs::File::open(self.path_of(key)?)
+                .await
+                .map_err(|e| io_to_store(key, e))?;
+            Ok(Box::pin(tokio_util_stream(file)) as super::ByteChunks)
+        })
+    }
+
+    /// A rename: PUT URLs only ever rename a new temp file over their staging key and never
+    /// write a file in place, so the renamed file can no longer change.
+    fn promote<'a>(&'a self, from: &'a str, to: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let (src, dst) = (self.path_of(from)?, self.path_of(to)?);
+            // `path_of` joined a valid key (no empty components) to dir, so there is a parent.
+            let parent = dst.parent().expect("a key has a parent folder");
+            tokio::fs::create_dir_all(parent).await?;
+            tokio::fs::rename(&src, &dst)
+                .await
+                .map_err(|e| io_to_store(from, e))?;
+            fsync_dir(parent).await
+        })
+    }
+
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             match tokio::fs::remove_file(self.path_of(key)?).await {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 
 use crate::error::{Error, Result};
 
@@ -30,6 +31,20 @@ pub trait BlobStore: Send + Sync + 'static {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Bytes>>;
     fn put<'a>(&'a self, key: &'a str, data: Bytes) -> BoxFuture<'a, Result<()>>;
     fn copy<'a>(&'a self, from: &'a str, to: &'a str) -> BoxFuture<'a, Result<()>>;
+    /// The whole object as a stream of buffers (memory stays bounded whatever its size), or
+    /// `Error::NotFound` before the first buffer.
+    fn get_stream<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<ByteChunks>> {
+        Box::pin(async move {
+            let bytes = self.get(key).await?;
+            Ok(Box::pin(futures::stream::once(async move { Ok(bytes) })) as ByteChunks)
+        })
+    }
+    /// Makes `to` hold what `from` holds now, under a key no presigned URL writes: later writes
+    /// to `from` must never reach `to`. `from` may be gone afterwards. S3: a server-side copy
+    /// (Garage shares the data blocks); the local store renames the file.
+    fn promote<'a>(&'a self, from: &'a str, to: &'a str) -> BoxFuture<'a, Result<()>> {
+        self.copy(from, to)
+    }
     /// Deleting a missing key is not an error.
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<()>>;
     /// The object's size, or `None` when there is no such object.
@@ -108,6 +123,9 @@ pub fn staging_key() -> String {
 }
 
 pub type DynStore = Arc<dyn BlobStore>;
+
+/// An object's bytes as they arrive.
+pub type ByteChunks = BoxStream<'static, Result<Bytes>>;
 
 #[cfg(test)]
 mod tests {

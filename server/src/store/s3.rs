@@ -12,7 +12,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
-use super::BlobStore;
+use super::{BlobStore, ByteChunks};
 use crate::error::{Error, Result};
 
 pub struct S3Store {
@@ -38,13 +38,24 @@ impl S3Store {
                     ))
                 })
         };
-        let creds = Credentials::new(
+        Ok(Self::with_credentials(
+            bucket.clone(),
+            endpoint,
+            region,
             var("AWS_ACCESS_KEY_ID")?,
             var("AWS_SECRET_ACCESS_KEY")?,
-            None,
-            None,
-            "environment",
-        );
+        ))
+    }
+
+    /// Builds the client with the given access key.
+    pub fn with_credentials(
+        bucket: String,
+        endpoint: Option<String>,
+        region: String,
+        key_id: String,
+        secret: String,
+    ) -> Self {
+        let creds = Credentials::new(key_id, secret, None, None, "environment");
         let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
             .connect_timeout(Duration::from_secs(5))
             .operation_timeout(Duration::from_secs(120))
@@ -61,10 +72,10 @@ impl S3Store {
         if let Some(ep) = endpoint {
             conf = conf.endpoint_url(ep);
         }
-        Ok(Self {
+        Self {
             client: Client::from_conf(conf.build()),
             bucket,
-        })
+        }
     }
 
     /// Fails with a clear message when the bucket cannot be reached (checked once at start-up).
@@ -82,6 +93,28 @@ impl S3Store {
                     DisplayErrorContext(e)
                 ))
             })
+    }
+}
+
+impl S3Store {
+    async fn get_object(
+        &self,
+        key: &str,
+    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput> {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(o) => Ok(o),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+                Err(Error::NotFound(format!("no stored object {key:?}")))
+            }
+            Err(e) => Err(storage_err("GET", key, e)),
+        }
     }
 }
 
@@ -127,26 +160,32 @@ impl BlobStore for S3Store {
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Bytes>> {
         Box::pin(async move {
-            let out = match self
-                .client
-                .get_object()
-                .bucket(&self.bucket)
-                .key(key)
-                .send()
-                .await
-            {
-                Ok(o) => o,
-                Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
-                    return Err(Error::NotFound(format!("no stored object {key:?}")));
-                }
-                Err(e) => return Err(storage_err("GET", key, e)),
-            };
-            let body = out
+            let body = self
+                .get_object(key)
+                .await?
                 .body
                 .collect()
                 .await
                 .map_err(|e| storage_err("GET body", key, e))?;
             Ok(body.into_bytes())
+        })
+    }
+
+    fn get_stream<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<ByteChunks>> {
+        Box::pin(async move {
+            let body = self.get_object(key).await?.body;
+            let key = key.to_owned();
+            let chunks = futures::stream::unfold(Some(body), move |body| {
+                let key = key.clone();
+                async move {
+                    let mut body = body?;
+                    match body.next().await? {
+                        Ok(b) => Some((Ok(b), Some(body))),
+                        Err(e) => Some((Err(storage_err("GET body", &key, e)), None)),
+                    }
+                }
+            });
+            Ok(Box::pin(chunks) as ByteChunks)
         })
     }
 
