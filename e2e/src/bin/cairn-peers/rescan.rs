@@ -26,7 +26,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         let len = 64 + (i as usize * 7919) % 512;
         fs::write(
             dir.join(format!("f{i:06}.txt")),
-            cairn_e2e::tree::random_bytes(ctx.seed ^ (i + 1), len),
+            cairn_e2e::tree::random_bytes(crate::util::mix(ctx.seed, i), len),
         )?;
     }
     eprintln!(

@@ -215,10 +215,19 @@ pub fn write_corpus(dir: &Path, count: usize, size: usize, seed: u64) -> Result<
         write_random(
             &sub.join(format!("f{i:05}.bin")),
             size as u64,
-            seed ^ (i as u64 + 1),
+            mix(seed, i as u64),
         )?;
     }
-    Ok(())
+    sync()
+}
+
+/// A seed for part `i` of something seeded with `seed` (SplitMix64). `random_bytes` ignores bit 0
+/// of its seed, so `seed ^ i` or `seed + i` would repeat content between neighbours.
+pub fn mix(seed: u64, i: u64) -> u64 {
+    let mut z = seed.wrapping_add(i.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// A file of `len` seeded random bytes, written 16 MiB at a time.
@@ -228,10 +237,7 @@ pub fn write_random(path: &Path, len: u64, seed: u64) -> Result<()> {
     let mut piece = 0u64;
     while left > 0 {
         let n = left.min(16 << 20);
-        f.write_all(&random_bytes(
-            seed.wrapping_mul(0x9e37_79b9).wrapping_add(piece),
-            n as usize,
-        ))?;
+        f.write_all(&random_bytes(mix(seed, piece), n as usize))?;
         left -= n;
         piece += 1;
     }
