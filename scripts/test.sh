@@ -17,6 +17,13 @@ if ! command -v fusefat > /dev/null || ! command -v mkfs.vfat > /dev/null || ! c
         > /dev/null 2>&1 || echo "could not install fusefat/dosfstools/strace/faketime; the tests that need them will skip" >&2
 fi
 
+# The peers the side-by-side benchmarks (scripts/bench-peers.sh) run Cairn against.
+if ! command -v rclone > /dev/null || ! command -v restic > /dev/null || ! command -v syncthing > /dev/null \
+    || ! command -v casync > /dev/null || ! command -v b3sum > /dev/null || [ ! -x /usr/bin/time ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rclone restic syncthing casync b3sum time) \
+        > /dev/null 2>&1 || echo "could not install the benchmark peers; scripts/bench-peers.sh --quick will fail" >&2
+fi
+
 cargo build --workspace --bins
 
 # One Garage node for the whole run; each test makes its own bucket on it.
@@ -28,5 +35,6 @@ export CAIRN_E2E_GARAGE="$garage_dir/env"
 # The benchmarks are not timed tests; this only proves they still build and run (quick mode, in
 # the dev profile to spare CI a release build: its numbers mean nothing, `cargo bench` measures).
 CAIRN_BENCH_QUICK=1 cargo test -p cairn --bench chunk
+CAIRN_BIN_DIR=target/debug scripts/bench-peers.sh --quick > /dev/null
 
 cargo nextest run --workspace --no-fail-fast "$@"

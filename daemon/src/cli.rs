@@ -85,6 +85,15 @@ pub enum Command {
     /// Lift the delete guard of a folder the daemon syncs: `--allow-deletes` lets the deletions
     /// it holds through once.
     Resume(ResumeArgs),
+    /// Diagnostics for benchmarks (not a stable interface).
+    #[command(hide = true, subcommand)]
+    Debug(DebugCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DebugCommand {
+    /// Chunk and hash FILE the way `cairn push` does; print chunks, bytes and seconds.
+    Chunk { file: PathBuf },
 }
 
 #[derive(Debug, Args)]

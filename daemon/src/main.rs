@@ -9,6 +9,7 @@ use cairn::error::{Error, exit};
 use cairn::history;
 use clap::Parser;
 
+mod debug;
 mod quickstart;
 
 fn main() -> ExitCode {
@@ -55,6 +56,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             .enable_all()
             .build()?;
         rt.block_on(quickstart::run(ui))?;
+        return Ok(exit::OK);
+    }
+    if let Command::Debug(cairn::cli::DebugCommand::Chunk { file }) = &cli.command {
+        debug::chunk(file, ui.json)?;
         return Ok(exit::OK);
     }
     if let Command::Login(a) = &cli.command {
@@ -234,6 +239,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(rt.block_on(history::trash(&cfg, &t, ui))?)
         }
         Command::Login(_) => unreachable!("login returns before the token is resolved"),
+        Command::Debug(_) => unreachable!("debug returns before the config is resolved"),
         Command::Devices(a) => Ok(match a.action {
             None => rt.block_on(cairn::account::devices(&cfg, ui))?,
             Some(cairn::cli::DevicesAction::Revoke { id }) => {

@@ -17,14 +17,15 @@ use std::time::{Duration, Instant};
 
 pub use garage::Garage;
 
-/// The path of a workspace binary built next to this test (`target/<profile>/<name>`).
+/// The path of a workspace binary built next to this test (`target/<profile>/<name>`), or next to
+/// the bench binary calling it (also in `target/<profile>/`).
 pub fn bin(name: &str) -> PathBuf {
-    // The test executable lives in target/<profile>/deps/.
+    // A test executable lives in target/<profile>/deps/, a bench binary in target/<profile>/.
     let exe = std::env::current_exe().expect("the test knows its own path");
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("test binary is in target/<profile>/deps");
+    let mut dir = exe.parent().expect("an executable has a parent directory");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir = dir.parent().expect("deps/ has a parent");
+    }
     let path = dir.join(name);
     assert!(
         path.exists(),
