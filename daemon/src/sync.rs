@@ -424,7 +424,14 @@ impl FolderSync {
         let trees = (&scanned.tree, &self.remote_tree);
         // No synced record of a path the server has moved on from (a lost state database):
         // match it against the server's history before planning.
-        reconcile(&self.remote, &mut self.state, self.folder, trees, &mut synced_all).await?;
+        reconcile(
+            &self.remote,
+            &mut self.state,
+            self.folder,
+            trees,
+            &mut synced_all,
+        )
+        .await?;
         let rules = IgnoreRules::load(&self.root, &scanned.tree);
         let mut remote = self.remote_tree.clone();
         let mut synced = synced_all.clone();

@@ -373,7 +373,13 @@ fn cut_off_then_reconnect(mode: Mode) -> Result<()> {
         want.insert(pa, ba);
         want.insert(pb, bb);
     }
-    let row = wait_status(&b.device, "offline", Duration::from_secs(60))?;
+    // A silent link is noticed only by the connection's pings (15 s), and a round caught on
+    // it shows `syncing` until its calls' retries run out (about a minute more).
+    let within = match mode {
+        Mode::BlackHole => Duration::from_secs(180),
+        _ => Duration::from_secs(60),
+    };
+    let row = wait_status(&b.device, "offline", within)?;
     eprintln!("b's status while cut off ({mode:?}): {row}");
     ensure!(
         row["detail"].as_str().is_some_and(|s| !s.is_empty()),
@@ -499,7 +505,10 @@ fn devices_a_day_apart_in_time_converge_and_lose_nothing() -> Result<()> {
     let t = converge(&[a, b], "both creates and the concurrent edit", |t| {
         file_is(t, "from-a.txt", b"a") && file_is(t, "from-b.txt", b"b")
     })?;
-    for want in [&b"edited on a, a day behind"[..], b"edited on b, a day ahead"] {
+    for want in [
+        &b"edited on a, a day behind"[..],
+        b"edited on b, a day ahead",
+    ] {
         let hash = blake3::hash(want).to_hex().to_string();
         ensure!(
             t.values()
@@ -564,16 +573,24 @@ fn fsync_failing_with_eio_during_a_pull_fails_clearly_keeps_no_file_and_complete
     let out = with_failing_fsync(&pull).output()?;
     let msg = text(&out);
     eprintln!("pull with failing fsync: {msg}");
-    ensure!(!out.status.success(), "a pull whose fsyncs fail fails: {msg}");
     ensure!(
-        msg.contains("Input/output error") || msg.contains("os error 5") || msg.contains("disk I/O error"),
+        !out.status.success(),
+        "a pull whose fsyncs fail fails: {msg}"
+    );
+    ensure!(
+        msg.contains("Input/output error")
+            || msg.contains("os error 5")
+            || msg.contains("disk I/O error"),
         "the error says what failed: {msg}"
     );
     // A file whose fsync failed was never renamed into place, so nothing at a target path can
     // hold bytes the disk may not have kept.
     let t = snapshot(root.path())?;
     for p in want.keys() {
-        ensure!(!t.contains_key(p), "{p} was put in place although its fsync failed: {t:?}");
+        ensure!(
+            !t.contains_key(p),
+            "{p} was put in place although its fsync failed: {t:?}"
+        );
     }
     ensure!(
         file_is(&t, "mine.txt", b"a local file that must stay"),
@@ -715,8 +732,18 @@ fn state_database_lost(damage: fn(&Device) -> Result<()>) -> Result<String> {
     damage(&b.device)?;
     write(b.path(), "local-only.txt", b"only on b")?;
     // The folder's registration was in the database: add it again (its marker is still there).
-    let added = b.device.cmd().arg("add").arg(b.path()).args(["--namespace", "team"]).output()?;
-    ensure!(added.status.success(), "add after losing the state db: {}", text(&added));
+    let added = b
+        .device
+        .cmd()
+        .arg("add")
+        .arg(b.path())
+        .args(["--namespace", "team"])
+        .output()?;
+    ensure!(
+        added.status.success(),
+        "add after losing the state db: {}",
+        text(&added)
+    );
     json_ok(
         b.device.run("pull", b.path())?,
         "pull after losing the state db",
