@@ -392,7 +392,9 @@ async fn record_all(db: &Db, ns: i64, verified: &[&Verified]) -> Result<Vec<Reco
     if verified.is_empty() {
         return Ok(Vec::new());
     }
-    let items: Vec<(String, u64, Vec<(ChunkId, u32)>, Option<String>)> = verified
+    /// Upload id, object length, its chunks, and the content key it was promoted to.
+    type Item = (String, u64, Vec<(ChunkId, u32)>, Option<String>);
+    let items: Vec<Item> = verified
         .iter()
         .map(|v| {
             (

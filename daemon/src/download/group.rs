@@ -251,7 +251,9 @@ impl Pull<'_> {
         synced: &SyncedTree,
     ) -> Vec<Result<Written>> {
         let mut folders: HashMap<(u64, u64), DirHandle> = HashMap::new();
-        let mut installed: Vec<Result<(bool, bool, (u64, u64))>> = Vec::new();
+        // Per file: (a conflict copy was kept, its mode was kept, its folder's identity).
+        type Installed = (bool, bool, (u64, u64));
+        let mut installed: Vec<Result<Installed>> = Vec::new();
         for (t, r) in targets.iter().zip(ready) {
             installed.push(r.and_then(|r| {
                 let disk = localfs::disk_path(self.root, &t.rel)?;

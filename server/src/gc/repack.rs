@@ -197,7 +197,7 @@ pub(super) fn move_chunks(
             |r| r.get(0),
         )
         .optional()?;
-    if !parked.is_some_and(|t| t > now + INTENT_SLACK.as_millis() as i64) {
+    if parked.is_none_or(|t| t <= now + INTENT_SLACK.as_millis() as i64) {
         // Too late: a collector may be deleting the new object. It stays doomed; try next run.
         tracing::warn!(new_key, "repack took too long; the new object is discarded");
         return Ok(false);
