@@ -197,6 +197,14 @@ impl CairnServer {
 
     /// Runs an admin subcommand that needs the store too (`gc`, `scrub`): adds `--db`, `--store`
     /// and the store's credentials. Returns the output whatever the exit status.
+    /// `cairn-server gc --json --grace 0s --drop-before CUTOFF_MS`, which must succeed: collects
+    /// everything collectable now, dropping versions superseded before `cutoff_ms`.
+    pub fn gc_dropping_before(&self, cutoff_ms: i64) -> Result<serde_json::Value> {
+        let cutoff = cutoff_ms.to_string();
+        let args = ["gc", "--json", "--grace", "0s", "--drop-before", &cutoff];
+        json_ok(self.store_admin(&args)?, "cairn-server gc")
+    }
+
     pub fn store_admin(&self, args: &[&str]) -> Result<Output> {
         Ok(Command::new(bin("cairn-server"))
             .args(args)

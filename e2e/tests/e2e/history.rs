@@ -168,15 +168,7 @@ fn after_retention_gc_frees_dropped_versions_and_retained_ones_still_restore(
         }
     }
     let objects_before = s.stored_objects()?;
-    let out = s.store_admin(&[
-        "gc",
-        "--json",
-        "--grace",
-        "0s",
-        "--drop-before",
-        &cutoff.to_string(),
-    ])?;
-    let report = json_ok(out, "cairn-server gc")?;
+    let report = s.gc_dropping_before(cutoff)?;
     assert_eq!(field(&report, "versions_dropped"), 2, "{report}");
     assert!(field(&report, "objects_deleted") >= 2, "{report}");
     let objects_after = wait_for(

@@ -62,15 +62,7 @@ fn after_most_small_files_are_deleted_gc_repacks_and_the_rest_pull_byte_for_byte
         Duration::from_secs(5),
         || (now_ms() > cutoff).then_some(()),
     )?;
-    let out = s.store_admin(&[
-        "gc",
-        "--json",
-        "--grace",
-        "0s",
-        "--drop-before",
-        &cutoff.to_string(),
-    ])?;
-    let report = json_ok(out, "cairn-server gc")?;
+    let report = s.gc_dropping_before(cutoff as i64)?;
     println!("gc: {report}");
     assert_eq!(field(&report, "versions_dropped"), FILES - 300, "{report}");
     assert!(field(&report, "packs_repacked") >= 1, "{report}");
