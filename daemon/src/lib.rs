@@ -15,6 +15,7 @@ pub mod casefold;
 pub mod commands;
 pub mod download;
 pub mod events;
+pub mod faults;
 pub mod guard;
 pub mod heal;
 pub mod history;

@@ -9,6 +9,7 @@ use rustix::fs::{AtFlags, CWD, Mode, OFlags, mkdirat, openat, renameat, symlinka
 use cairn_proto::{conflict_copy_name, validate_path};
 
 use crate::error::{Error, Result};
+use crate::faults::{self, Site};
 use crate::scanner::{TMP_PREFIX, stat_of};
 use crate::tree::{Content, Stat, SyncedEntry};
 
@@ -35,6 +36,7 @@ impl DirHandle {
 
     /// A fresh temp file in this folder (created exclusively, never through a link).
     pub fn create_temp(&self) -> Result<(String, std::fs::File)> {
+        faults::io(Site::CreateTemp, &self.path).map_err(|e| Error::io(&self.path, e))?;
         loop {
             let name = format!("{TMP_PREFIX}{:016x}", rand::random::<u64>());
             match openat(
@@ -52,15 +54,18 @@ impl DirHandle {
 
     /// `rename(from, to)` within this folder; replaces `to` (a link there is replaced, not followed).
     pub fn rename(&self, from: &str, to: &str) -> std::io::Result<()> {
+        faults::io(Site::Rename, self.path.join(to))?;
         Ok(renameat(&self.fd, from, &self.fd, to)?)
     }
 
     /// `rename(from, to)` from this folder into `other`.
     pub fn rename_to(&self, from: &str, other: &DirHandle, to: &str) -> std::io::Result<()> {
+        faults::io(Site::Rename, other.path.join(to))?;
         Ok(renameat(&self.fd, from, &other.fd, to)?)
     }
 
     pub fn mkdir(&self, name: &str) -> std::io::Result<()> {
+        faults::io(Site::Mkdir, self.path.join(name))?;
         Ok(mkdirat(&self.fd, name, Mode::from_raw_mode(0o777))?)
     }
 
@@ -69,6 +74,7 @@ impl DirHandle {
     }
 
     pub fn remove(&self, name: &str, dir: bool) -> std::io::Result<()> {
+        faults::io(Site::Remove, self.path.join(name))?;
         let flags = if dir {
             AtFlags::REMOVEDIR
         } else {
@@ -85,6 +91,7 @@ impl DirHandle {
 
     /// Makes this folder's entries durable (after a rename into it).
     pub fn fsync(&self) -> Result<()> {
+        faults::io(Site::Fsync, &self.path).map_err(|e| Error::io(&self.path, e))?;
         rustix::fs::fsync(&self.fd).map_err(|e| Error::io(&self.path, e.into()))
     }
 }
@@ -241,7 +248,8 @@ pub fn move_to_conflict_copy(
 ) -> Result<String> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+        .map_or(0, |d| d.as_millis() as i64);
+    let now = cairn_server::clock::name_secs(now);
     for attempt in 1..100 {
         let copy = conflict_copy_name(path, device, now, attempt);
         let to = disk_path(root, &copy)?;

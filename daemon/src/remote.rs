@@ -15,6 +15,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::faults::{self, Fault, Site};
 
 /// Adds `authorization: Bearer <token>` to every call; the value is marked sensitive.
 #[derive(Clone)]
@@ -51,10 +52,16 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T>>,
 {
+    // A simulation (crate::faults) counts attempts, not seconds.
+    let (min, max) = if faults::no_backoff() {
+        (Duration::from_micros(1), Duration::from_micros(1))
+    } else {
+        (Duration::from_millis(200), Duration::from_secs(10))
+    };
     f.retry(
         ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(200))
-            .with_max_delay(Duration::from_secs(10))
+            .with_min_delay(min)
+            .with_max_delay(max)
             .with_max_times(6)
             .with_jitter(),
     )
@@ -163,11 +170,16 @@ impl Remote {
     {
         retry(name, || {
             let fut = call(self.client.clone(), req.clone());
-            async move {
+            let work = async move {
                 fut.await
                     .map(tonic::Response::into_inner)
                     .map_err(|s| Error::rpc(name, s, &self.server))
-            }
+            };
+            let error = move |why| Error::Unreachable {
+                url: self.server.clone(),
+                detail: why,
+            };
+            injected(Site::Rpc, name.to_owned(), work, error, |r| r)
         })
         .await
     }
@@ -505,10 +517,13 @@ impl Remote {
                 .put(url)
                 .header(reqwest::header::CONTENT_LENGTH, body.len())
                 .body(body.clone());
-            async move {
+            let work = async move {
                 let resp = req.send().await.map_err(transfer_err)?;
                 check_status(resp).await.map(drop)
-            }
+            };
+            // The key names the bytes too: staging names are random, the bytes are not.
+            let key = format!("{} {}", url_path(url), blake3::hash(&body).to_hex());
+            injected(Site::Put, key, work, injected_transfer, |r| r)
         })
         .await
     }
@@ -520,7 +535,8 @@ impl Remote {
                 reqwest::header::RANGE,
                 format!("bytes={}-{}", offset, offset + len - 1),
             );
-            async move {
+            let key = format!("{} {offset}+{len}", url_path(url));
+            let work = async move {
                 let resp = check_status(req.send().await.map_err(transfer_err)?).await?;
                 let whole = resp.status() == reqwest::StatusCode::OK;
                 let body = resp.bytes().await.map_err(transfer_err)?;
@@ -537,10 +553,53 @@ impl Remote {
                     });
                 }
                 Ok(body)
-            }
+            };
+            injected(Site::Get, key, work, injected_transfer, flip_a_byte)
         })
         .await
     }
+}
+
+/// Runs `work` under the injector's decision for `site` (see [`crate::faults`]): failed before
+/// it starts, its answer lost after it ran, or its answer damaged by `corrupt`.
+async fn injected<T>(
+    site: Site,
+    key: String,
+    work: impl Future<Output = Result<T>>,
+    error: impl FnOnce(String) -> Error,
+    corrupt: impl FnOnce(T) -> T,
+) -> Result<T> {
+    let why = |f: Fault| format!("injected fault: {f:?} at {site:?} {key}");
+    match faults::at(site, &key) {
+        None => work.await,
+        Some(f @ Fault::Fail) => Err(error(why(f))),
+        Some(f @ Fault::LoseReply) => {
+            let _ = work.await;
+            Err(error(why(f)))
+        }
+        Some(Fault::Corrupt) => work.await.map(corrupt),
+    }
+}
+
+/// A download body with one byte flipped (a simulated fault).
+fn flip_a_byte(body: Bytes) -> Bytes {
+    let mut v = body.to_vec();
+    if let Some(b) = v.get_mut(body.len() / 2) {
+        *b ^= 0x01;
+    }
+    Bytes::from(v)
+}
+
+fn injected_transfer(detail: String) -> Error {
+    Error::Transfer {
+        detail,
+        transient: true,
+    }
+}
+
+/// The path of a presigned URL (no host, port or signature): a key stable across runs.
+fn url_path(url: &str) -> String {
+    reqwest::Url::parse(url).map_or_else(|_| url.to_owned(), |u| u.path().to_owned())
 }
 
 fn transfer_err(e: reqwest::Error) -> Error {

@@ -411,7 +411,12 @@ fn free_conflict_name(tx: &Transaction<'_>, ctx: &Ctx, path: &str) -> Result<Opt
     let mut taken =
         tx.prepare_cached("SELECT 1 FROM files WHERE namespace_id = ?1 AND path = ?2")?;
     for attempt in 1..1000 {
-        let name = conflict_copy_name(path, &ctx.device, ctx.now_ms / 1000, attempt);
+        let name = conflict_copy_name(
+            path,
+            &ctx.device,
+            crate::clock::name_secs(ctx.now_ms),
+            attempt,
+        );
         if validate_path(&name).is_err() {
             return Ok(None);
         }

@@ -4,6 +4,7 @@
 mod accounts;
 pub mod admin;
 mod auth;
+pub mod clock;
 mod commit;
 mod db;
 mod error;

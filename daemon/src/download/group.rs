@@ -15,6 +15,7 @@ use futures::StreamExt;
 use super::plan::{self, Piece, Span};
 use super::{Pull, Written, set_mode};
 use crate::error::{Error, Result};
+use crate::faults::Site;
 use crate::localfs::{self, DirHandle};
 use crate::scanner::stat_of;
 use crate::tree::{Content, SyncedEntry, SyncedTree, is_exec};
@@ -223,6 +224,7 @@ impl Pull<'_> {
                 }
                 let kept = set_mode(&file, mode)?;
                 file.set_modified(mtime)?;
+                crate::faults::io(Site::Fsync, root.join(&rel))?;
                 file.sync_all()?;
                 Ok(kept)
             })();
