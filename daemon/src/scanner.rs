@@ -44,6 +44,9 @@ pub struct Scanned {
     pub bytes_hashed: u64,
     /// Entries the walk stat'ed (what a scan costs, whether or not it hashed anything).
     pub stat_calls: u64,
+    /// Our own temp files the walk passed: debris of a failed or killed run (the scan never
+    /// syncs them; the daemon, the folder's one writer, removes them between rounds).
+    pub temps: Vec<PathBuf>,
 }
 
 /// What a partial scan looks at: some root-relative paths (a directory: its whole subtree) and
@@ -160,7 +163,7 @@ pub async fn scan_region(
 ) -> Result<Scanned> {
     let root_owned = root.to_owned();
     let region = region.cloned();
-    let (walked, errors, skipped, incomplete, stat_calls) =
+    let (walked, errors, skipped, incomplete, stat_calls, temps) =
         tokio::task::spawn_blocking(move || walk(&root_owned, region.as_ref()))
             .await
             .map_err(|e| Error::Protocol(format!("scanner thread failed: {e}")))??;
@@ -169,6 +172,7 @@ pub async fn scan_region(
         skipped,
         incomplete,
         stat_calls,
+        temps,
         ..Default::default()
     };
     let modes = crate::localfs::keeps_modes(root);
@@ -296,6 +300,7 @@ type Walk = (
     std::collections::BTreeSet<String>,
     bool,
     u64,
+    Vec<PathBuf>,
 );
 
 /// The namespace path a disk path under `root` would have (lossy for non-UTF-8 names).
@@ -325,11 +330,23 @@ fn walk(root: &Path, region: Option<&Region>) -> Result<Walk> {
     if region.is_none() {
         builder.sort_by_file_name(|a, b| a.cmp(b));
     }
+    // Our temp files the walk passes (left by a failed or killed run), for the caller to remove.
+    let temps = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let walker = builder
         .filter_entry({
             let (root, region) = (root.to_owned(), region.cloned());
+            let temps = temps.clone();
             move |e| {
-                !e.file_name().to_str().is_some_and(is_skipped_name)
+                let name = e.file_name().to_str();
+                if name.is_some_and(|n| n.starts_with(TMP_PREFIX))
+                    && e.file_type().is_some_and(|t| t.is_file())
+                {
+                    temps
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(e.path().to_owned());
+                }
+                !name.is_some_and(is_skipped_name)
                     && region.as_ref().is_none_or(|r| {
                         e.depth() == 0 || rel_key(&root, e.path()).is_some_and(|k| r.admits(&k))
                     })
@@ -427,7 +444,8 @@ fn walk(root: &Path, region: Option<&Region>) -> Result<Walk> {
     if region.is_some() {
         out.sort_by(|a, b| a.path.cmp(&b.path));
     }
-    Ok((out, errors, skipped, incomplete, stats))
+    let temps = std::mem::take(&mut *temps.lock().unwrap_or_else(|p| p.into_inner()));
+    Ok((out, errors, skipped, incomplete, stats, temps))
 }
 
 #[cfg(test)]

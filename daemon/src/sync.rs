@@ -103,6 +103,8 @@ impl FolderSync {
         events: Events,
     ) -> Result<Self> {
         let state = State::open(&cfg.dirs.state_db())?;
+        // This task alone writes into the folder: what an earlier, killed one left goes first.
+        remove_stale_temps(&root);
         let (remote, info, remote_tree, head, errors) = open_remote(cfg, &namespace).await?;
         for e in errors {
             events.emit("error", json!({ "folder": root, "error": e.to_string() }));
@@ -145,10 +147,14 @@ impl FolderSync {
         }
     }
 
+    /// The next round scans the whole folder (what a watcher overflow or the periodic scan asks).
+    pub fn rescan(&mut self) {
+        self.full_needed = true;
+    }
+
     /// Runs until `shutdown` turns true. A round in progress finishes first (every local write is
     /// temp-then-rename, every commit one transaction), so nothing is left half-applied.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        remove_stale_temps(&self.root);
         let (tx, mut rx) = mpsc::unbounded_channel();
         let follower = tokio::spawn(follow_remote(self.remote.clone(), self.cursor, tx.clone()));
         let mut watch_failed = None;
@@ -421,6 +427,7 @@ impl FolderSync {
         )
         .await?;
         let stat_calls = scanned.stat_calls;
+        remove_temps(std::mem::take(&mut scanned.temps));
         let trees = (&scanned.tree, &self.remote_tree);
         // No synced record of a path the server has moved on from (a lost state database):
         // match it against the server's history before planning.
@@ -502,6 +509,7 @@ impl FolderSync {
             )
             .await?;
             stat_calls = part.stat_calls;
+            remove_temps(std::mem::take(&mut part.temps));
             let changed = if part.incomplete {
                 None
             } else {
@@ -835,6 +843,19 @@ fn left(ops: &[Op], scanned: &crate::scanner::Scanned, remote: &RemoteTree) -> (
         }
     }
     (files, bytes)
+}
+
+/// Temp files a scan passed: no write is in flight between rounds (this task is the folder's
+/// one writer), so they are debris of a round that failed to clean up (a disk that failed the
+/// unlink too) or of a killed run.
+fn remove_temps(paths: Vec<std::path::PathBuf>) {
+    for p in paths {
+        if let Err(e) = std::fs::remove_file(&p)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!("cannot remove the stale temp file {}: {e}", p.display());
+        }
+    }
 }
 
 /// Temp files left by a killed run are never at a target path, but they waste space: remove them.
