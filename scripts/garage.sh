@@ -124,6 +124,10 @@ data_dir = "$dir/$n/data"
 db_engine = "sqlite"
 replication_factor = 3
 consistency_mode = "consistent"
+# A node that missed writes fetches a block it learns it needs (rc 0 -> 1 during the table sync)
+# only 2 x rpc_timeout later: 10 minutes with the default 300 s. 15 s makes a returning node
+# heal within a test's patience; transfers here are loopback-fast.
+rpc_timeout_msec = 15000
 rpc_bind_addr = "127.0.0.1:$rpc"
 rpc_public_addr = "127.0.0.1:$rpc"
 rpc_secret = "$secret"
