@@ -48,16 +48,16 @@ pub struct FileChunks {
     pub content_id: ContentId,
 }
 
-/// Chunks and hashes everything `reader` yields, holding at most a few buffers of
+/// Chunks and hashes everything `reader` yields, holding at most a few buffers of about
 /// `max(16 MiB, 4 × params.max)` bytes however long the stream is.
 ///
 /// Reads happen on the calling thread, which also finds the cut points; hashing runs on up to
 /// [`MAX_HASH_WORKERS`] other threads (and on the calling thread whenever they fall behind).
-pub fn chunk_reader<R: Read>(reader: R, params: ChunkParams) -> io::Result<FileChunks> {
+pub fn chunk_reader<R: Read + Send>(reader: R, params: ChunkParams) -> io::Result<FileChunks> {
     chunk_reader_tuned(reader, params, Tuning::for_params(params))
 }
 
-fn chunk_reader_tuned<R: Read>(
+fn chunk_reader_tuned<R: Read + Send>(
     mut reader: R,
     params: ChunkParams,
     tuning: Tuning,
@@ -216,47 +216,88 @@ fn fill<R: Read>(reader: &mut R, buf: &mut [u8], mut filled: usize) -> io::Resul
     Ok((filled, false))
 }
 
+/// Buffers a reader thread fills ahead of the cutting.
+const READ_AHEAD: usize = 1;
+
 /// The streaming loop: cut each full buffer, hand its finished chunks to the hashers, and carry
 /// the unfinished last chunk to the front of the next buffer. FastCDC v2020 decides a cut from
 /// the bytes after the chunk's start only, so this yields exactly the cuts of the whole stream.
-fn stream_buffers<R: Read>(
+///
+/// Reading runs on its own thread, a buffer ahead: copying from the page cache is a quarter of
+/// the work, and cutting (FastCDC is serial) is the longest stage. Each buffer after the first
+/// keeps `params.max` bytes free in front of what is read into it, room for the carried-over
+/// chunk, so the reader never waits to learn where the carry ends.
+fn stream_buffers<R: Read + Send>(
     reader: &mut R,
     params: ChunkParams,
-    mut buf: Vec<u8>,
-    mut filled: usize,
+    first: Vec<u8>,
+    filled: usize,
     pipe: &mut Pipeline<Vec<u8>>,
 ) -> io::Result<()> {
-    let buf_len = buf.len();
+    let data_len = first.len();
     assert!(
-        buf_len > params.max as usize,
+        data_len > params.max as usize,
         "a carried-over chunk must leave room to read"
     );
-    // Buffers alive at once: one being filled, one being cut, one per queued or running job.
-    let max_buffers = pipe.workers + 2;
-    let mut allocated = 1;
-    let mut base = 0u64;
-    let mut eof = false;
-    loop {
-        let mut cuts: Vec<Range<usize>> = cut_points(&buf[..filled], params).collect();
-        let carry = if eof { None } else { cuts.pop() };
-        let Some(carry) = carry else {
-            pipe.submit(buf, base, cuts);
-            return Ok(());
-        };
-        let mut next = match pipe.spare.pop() {
-            Some(b) => b,
-            None if allocated < max_buffers => {
-                allocated += 1;
-                vec![0u8; buf_len]
+    let reserve = params.max as usize;
+    let buf_len = reserve + data_len;
+    // Buffers alive at once: one being cut, READ_AHEAD + 1 with the reader, one per queued or
+    // running job.
+    let max_buffers = pipe.workers + 3 + READ_AHEAD;
+    thread::scope(|s| {
+        let (empty_tx, empty_rx) = mpsc::sync_channel::<Vec<u8>>(READ_AHEAD + 1);
+        let (full_tx, full_rx) =
+            mpsc::sync_channel::<io::Result<(Vec<u8>, usize, bool)>>(READ_AHEAD + 1);
+        s.spawn(move || {
+            for mut b in empty_rx {
+                let read = fill(reader, &mut b, reserve);
+                let last = !matches!(read, Ok((_, false)));
+                // A closed channel: the cutting stopped (an error); so does the reading.
+                if full_tx.send(read.map(|(end, eof)| (b, end, eof))).is_err() || last {
+                    return;
+                }
             }
-            None => pipe.wait_for_spare(),
-        };
-        next[..carry.len()].copy_from_slice(&buf[carry.clone()]);
-        pipe.submit(buf, base, cuts);
-        base += carry.start as u64;
-        (filled, eof) = fill(reader, &mut next, carry.len())?;
-        buf = next;
-    }
+        });
+        for _ in 0..=READ_AHEAD {
+            // The reader holds its receiver until it stops, and it stops only after an end.
+            let _ = empty_tx.send(vec![0u8; buf_len]);
+        }
+        let mut allocated = 2 + READ_AHEAD;
+        let (mut cur, mut start, mut end, mut base, mut eof) = (first, 0, filled, 0u64, false);
+        loop {
+            let mut cuts: Vec<Range<usize>> = cut_points(&cur[start..end], params)
+                .map(|r| r.start + start..r.end + start)
+                .collect();
+            let carry = if eof { None } else { cuts.pop() };
+            let Some(carry) = carry else {
+                pipe.submit(cur, base, cuts);
+                return Ok(());
+            };
+            let (mut next, next_end, next_eof) = full_rx.recv().map_err(|_| {
+                io::Error::other("the reading thread stopped before the end of the stream")
+            })??;
+            let next_start = reserve - carry.len();
+            next[next_start..reserve].copy_from_slice(&cur[carry.clone()]);
+            // `next[next_start]` is the stream byte `cur[carry.start]` was; the carry ends at
+            // `end` >= `reserve`, so this never goes below `base`.
+            let next_base = base + (carry.start - next_start) as u64;
+            pipe.submit(cur, base, cuts);
+            if !next_eof {
+                let mut spare = match pipe.spare.pop() {
+                    Some(b) => b,
+                    None if allocated < max_buffers => {
+                        allocated += 1;
+                        vec![0u8; buf_len]
+                    }
+                    None => pipe.wait_for_spare(),
+                };
+                // The caller's first buffer has no room in front: grown once, when it returns.
+                spare.resize(buf_len, 0);
+                let _ = empty_tx.send(spare);
+            }
+            (cur, start, end, base, eof) = (next, next_start, next_end, next_base, next_eof);
+        }
+    })
 }
 
 /// Chunks to hash: `cuts` index into `buf`, whose first byte sits at `base` in the stream.
