@@ -77,6 +77,9 @@ pub struct FolderSync {
     warnings: Option<Vec<PathError>>,
     /// Case twins this folder keeps under another name (the latest, bounded).
     renamed: Vec<PathError>,
+    /// The per-path errors of the last round that had any, until a round ends without: shown
+    /// while the retries run.
+    failing: Vec<PathError>,
 }
 
 /// What one round did.
@@ -132,6 +135,7 @@ impl FolderSync {
             guard,
             warnings: None,
             renamed: Vec::new(),
+            failing: Vec::new(),
         })
     }
 
@@ -301,7 +305,12 @@ impl FolderSync {
     }
 
     fn report(&mut self, state: SyncState, errors: &[Error], detail: String) {
-        let errors = errors.iter().map(path_error).collect();
+        let errors: Vec<PathError> = errors.iter().map(path_error).collect();
+        match state {
+            SyncState::Error => self.failing = errors.clone(),
+            SyncState::UpToDate => self.failing.clear(),
+            _ => {}
+        }
         let remote = &self.remote_tree;
         let names = self.warnings.get_or_insert_with(|| {
             let live = remote.iter().filter(|(_, e)| e.content.is_some());
@@ -334,6 +343,11 @@ impl FolderSync {
                 return Ok((round.errors, worked));
             }
             worked = true;
+            // Errors go to the status now: a path that fails (the store down, say) would fail
+            // again in each of the rounds left, each after its retries, with nothing shown.
+            if !round.errors.is_empty() {
+                return Ok((round.errors, worked));
+            }
             last = round.errors;
         }
         Ok((last, worked))
@@ -634,13 +648,25 @@ impl FolderSync {
             return Ok((quiet(errors), ops, scanned));
         }
         let (files_left, bytes_left) = left(&ops, &scanned, &remote);
-        let status = FolderStatus {
-            state: SyncState::Syncing,
-            files_left,
-            bytes_left,
-            errors: Vec::new(),
-            warnings: Vec::new(),
-            detail: String::new(),
+        // A retry of paths that failed keeps showing why they failed until a round gets through.
+        let status = if self.failing.is_empty() {
+            FolderStatus {
+                state: SyncState::Syncing,
+                files_left,
+                bytes_left,
+                errors: Vec::new(),
+                warnings: Vec::new(),
+                detail: String::new(),
+            }
+        } else {
+            FolderStatus {
+                state: SyncState::Error,
+                files_left,
+                bytes_left,
+                errors: self.failing.clone(),
+                warnings: Vec::new(),
+                detail: "some paths could not be synced; retrying".into(),
+            }
         };
         self.state.write_status(self.folder, &status)?;
         let (up, down): (Vec<Op>, Vec<Op>) = ops.iter().cloned().partition(Op::is_upload_side);

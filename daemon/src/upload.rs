@@ -46,6 +46,9 @@ pub struct PushStats {
     pub collected: Vec<String>,
     #[serde(skip)]
     pub errors: Vec<Error>,
+    /// Why the PUT of a chunk's object failed, per chunk (for the file's error message).
+    #[serde(skip)]
+    pub put_failures: HashMap<ChunkId, String>,
 }
 
 /// Everything the executor needs about the run.
@@ -162,7 +165,17 @@ impl Push<'_> {
         let mut manifests: HashMap<&str, &[Chunk]> = HashMap::new();
         for f in &files {
             if failed_paths.contains(f.path.as_str()) {
-                stats.errors.push(Error::path(&f.path, "its chunks could not be uploaded (the file changed, or storage refused them); it goes up next time"));
+                // A PUT that failed says why (the store unreachable, say); otherwise the server
+                // refused the bytes it got (the file changed while it was read).
+                let why = f
+                    .chunks
+                    .iter()
+                    .find_map(|c| stats.put_failures.get(&c.id))
+                    .map_or_else(
+                        || "its chunks could not be uploaded (the file changed, or storage refused them); it goes up next time".to_owned(),
+                        |e| format!("its chunks could not be uploaded to storage: {e}; it goes up next time"),
+                    );
+                stats.errors.push(Error::path(&f.path, why));
             } else {
                 manifests.insert(&f.path, &f.chunks);
                 stats.chunks += f.chunks.len() as u64;
@@ -335,6 +348,10 @@ impl Push<'_> {
                     Some((i, Err(e))) => {
                         tracing::warn!("upload object failed: {e}");
                         failed.extend(up.objects[i].iter().copied());
+                        let why = e.to_string();
+                        for id in &up.objects[i] {
+                            stats.put_failures.insert(*id, why.clone());
+                        }
                     }
                     None => puts_done = true,
                 },

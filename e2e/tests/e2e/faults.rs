@@ -335,6 +335,53 @@ fn garage_stopped_during_a_push_and_a_pull_fails_clearly_and_completes_on_rerun(
     Ok(())
 }
 
+/// Running daemons (not one-shot commands) with the store down for a while: a's uploads fail,
+/// `cairn status` says so and names the files, nothing is lost or half-written, and once the store
+/// is back both sides converge without conflict copies.
+#[test]
+fn daemons_with_the_store_down_show_an_error_and_converge_when_it_returns() -> Result<()> {
+    let seed = seed("store down under daemons");
+    let (mut g, s) = server_on_private_garage()?;
+    let (a, b) = (added_device(&s, "a")?, added_device(&s, "b")?);
+    let _run_a = a.start()?;
+    let _run_b = b.start()?;
+    write(a.path(), "before.txt", b"before the store went down")?;
+    converge(&[&a, &b], "the first file", |t| {
+        file_is(t, "before.txt", b"before the store went down")
+    })?;
+
+    g.stop()?;
+    let mut want = BTreeMap::new();
+    for i in 0..6u64 {
+        let (p, bytes) = (
+            format!("while-down/{i}.bin"),
+            random_bytes(seed + i, 700_000),
+        );
+        write(a.path(), &p, &bytes)?;
+        want.insert(p, bytes);
+    }
+    // The metadata server is up, so not `offline`: each file's upload fails after its retries.
+    let row = wait_status(&a.device, "error", Duration::from_secs(180))?;
+    eprintln!("a's status with the store down: {row}");
+    let shown = row.to_string();
+    ensure!(
+        shown.contains("while-down/") && shown.contains("uploaded to storage: transfer failed"),
+        "the status names the files that could not be uploaded, and why (the store): {row}"
+    );
+    // b never saw a commit of them (commits wait for verified chunks): nothing half there.
+    no_partial_files(b.path(), &want)?;
+
+    g.restart()?;
+    let t = converge(
+        &[&a, &b],
+        "the files written while the store was down",
+        |t| has_all(t, &want),
+    )?;
+    no_conflict_copies(&t)?;
+    wait_status(&a.device, "up_to_date", CONVERGE)?;
+    Ok(())
+}
+
 // --- c: a daemon cut off from the server ---------------------------------------------------------
 
 /// Devices a (direct) and b (through a proxy the test controls), both running daemons.
