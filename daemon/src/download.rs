@@ -14,7 +14,7 @@ use crate::planner::Op;
 use crate::remote::Remote;
 use crate::scanner::stat_of;
 use crate::state::{FolderId, State, SyncedChange};
-use crate::tree::{Content, RemoteTree, SyncedEntry, SyncedTree};
+use crate::tree::{Content, LocalEntry, RemoteTree, SyncedEntry, SyncedTree};
 
 mod group;
 mod plan;
@@ -282,9 +282,9 @@ impl Pull<'_> {
         tmp: &str,
         disk: &Path,
         dir: &DirHandle,
-        synced: Option<&SyncedEntry>,
+        (synced, scanned): (Option<&SyncedEntry>, Option<&LocalEntry>),
     ) -> Result<bool> {
-        let conflict = match localfs::current(disk, synced)? {
+        let conflict = match localfs::current_as_scanned(disk, synced, scanned)? {
             Current::Absent => false,
             Current::AsSynced
                 if !disk.is_dir()
@@ -329,7 +329,13 @@ impl Pull<'_> {
             .and_then(|()| dir.symlink(target, &tmp));
         made.map_err(|e| Error::io(dir.path().join(&tmp), e))?;
         let conflict = self
-            .install(&rel, &tmp, &disk, &dir, synced.get(path))
+            .install(
+                &rel,
+                &tmp,
+                &disk,
+                &dir,
+                (synced.get(path), self.local.get(path)),
+            )
             .inspect_err(|_| {
                 let _ = dir.remove(&tmp, false);
             })?;
@@ -355,7 +361,7 @@ impl Pull<'_> {
         match std::fs::symlink_metadata(&disk) {
             Ok(md) if md.is_dir() => {}
             Ok(_) => {
-                match localfs::current(&disk, synced.get(path))? {
+                match localfs::current_as_scanned(&disk, synced.get(path), self.local.get(path))? {
                     Current::AsSynced => {
                         dir.remove(name, false).map_err(|e| Error::io(&disk, e))?
                     }
@@ -398,8 +404,10 @@ impl Pull<'_> {
         else {
             return Ok(None);
         };
-        if !matches!(localfs::current(&src, synced.get(from))?, Current::AsSynced)
-            || std::fs::symlink_metadata(&dst).is_ok()
+        if !matches!(
+            localfs::current_as_scanned(&src, synced.get(from), self.local.get(from))?,
+            Current::AsSynced
+        ) || std::fs::symlink_metadata(&dst).is_ok()
         {
             return Ok(None);
         }
@@ -444,7 +452,7 @@ impl Pull<'_> {
         localfs::disk_path(self.root, path)?;
         let rel = placer.place(path, Intent::Find)?;
         let disk = localfs::disk_path(self.root, &rel)?;
-        match localfs::current(&disk, synced.get(path))? {
+        match localfs::current_as_scanned(&disk, synced.get(path), self.local.get(path))? {
             Current::Absent => Ok(false),
             Current::Different => {
                 tracing::info!("{path}: deleted on the server but changed here; kept");

@@ -11,7 +11,7 @@ use cairn_proto::{conflict_copy_name, validate_path};
 use crate::error::{Error, Result};
 use crate::faults::{self, Site};
 use crate::scanner::{TMP_PREFIX, stat_of};
-use crate::tree::{Content, Stat, SyncedEntry};
+use crate::tree::{Content, LocalEntry, Stat, SyncedEntry};
 
 /// The disk path of a namespace path, refusing anything that fails path validation.
 pub fn disk_path(root: &Path, path: &str) -> Result<PathBuf> {
@@ -232,6 +232,27 @@ pub fn current(disk: &Path, synced: Option<&SyncedEntry>) -> Result<Current> {
     } else {
         Current::Different
     })
+}
+
+/// [`current`], for an executor about to act on what a round's scan saw. A file whose stat moved
+/// on while its bytes did not (restored from a backup, copied back in place: the scan hashed it
+/// and found the synced content) counts as synced while it still has the stat the scan saw.
+/// Otherwise the plan ("unchanged here") and the check ("changed here") would disagree, and
+/// the file would be kept as a conflict copy, or survive a delete made elsewhere and come back.
+pub fn current_as_scanned(
+    disk: &Path,
+    synced: Option<&SyncedEntry>,
+    scanned: Option<&LocalEntry>,
+) -> Result<Current> {
+    let now = current(disk, synced)?;
+    let (Current::Different, Some(s), Some(l)) = (&now, synced, scanned) else {
+        return Ok(now);
+    };
+    let unchanged = matches!(s.content, Content::File { .. })
+        && l.content == s.content
+        && std::fs::symlink_metadata(disk)
+            .is_ok_and(|md| md.file_type().is_file() && same_stat(l.stat, stat_of(&md)));
+    Ok(if unchanged { Current::AsSynced } else { now })
 }
 
 pub fn same_stat(a: Stat, b: Stat) -> bool {

@@ -260,7 +260,13 @@ impl Pull<'_> {
             installed.push(r.and_then(|r| {
                 let disk = localfs::disk_path(self.root, &t.rel)?;
                 let conflict = self
-                    .install(&t.rel, &r.tmp, &disk, &r.dir, synced.get(&t.path))
+                    .install(
+                        &t.rel,
+                        &r.tmp,
+                        &disk,
+                        &r.dir,
+                        (synced.get(&t.path), self.local.get(&t.path)),
+                    )
                     .inspect_err(|_| {
                         let _ = r.dir.remove(&r.tmp, false);
                     })?;
