@@ -893,20 +893,8 @@ async fn the_engine_loses_nothing_and_converges_under_injected_faults_and_crashe
             let (again, end2) = run_seed(seed).await.unwrap_or_else(|(_, why)| {
                 panic!("seed {seed}: passed once, then failed on the rerun: {why}")
             });
-            // The faulty phase must repeat line for line up to the first restore from a snapshot,
-            // and the run must end in the same tree. After a restore, and in the settling passes,
-            // a run may take other steps to that tree: which of two conflict copies with the same
-            // content a round uploads first has been seen to differ (seed 100; not understood
-            // yet, see docs/RELIABILITY.md).
-            let settle = format!("{STEPS:>3} ");
-            let faulty = |t: &Trace| -> Trace {
-                t.iter()
-                    .take_while(|l| !l.starts_with(&settle))
-                    .take_while(|l| !l.contains("restarts from the snapshot"))
-                    .cloned()
-                    .collect()
-            };
-            let (trace, again) = (faulty(&trace), faulty(&again));
+            // The whole run must repeat line for line: steps, each round's outcome, the faults
+            // drawn, the settling passes.
             if let Some(i) =
                 (0..trace.len().max(again.len())).find(|&i| trace.get(i) != again.get(i))
             {
