@@ -311,7 +311,7 @@ async fn an_uploaded_pack_is_committed_and_downloads_byte_for_byte() {
         .into_inner();
     assert_eq!(
         (info.head_seq, info.device.as_str(), info.pack_threshold),
-        (r[0].seq, "laptop", 512 * 1024)
+        (r[0].seq, "laptop", 8 << 20)
     );
 }
 
