@@ -2,8 +2,9 @@
 //! costs a scan of that path (and the folders above it), not of the whole folder, and leaves the
 //! same state a full scan would.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+
+mod common;
 
 use cairn::config::Config;
 use cairn::events::Events;
@@ -13,43 +14,6 @@ use cairn::sync::{FolderSync, Round};
 const NS: &str = "inc";
 const DIRS: usize = 20;
 const FILES: usize = 25;
-
-struct Server {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-async fn server(base: &Path) -> (Server, String) {
-    let db = base.join("server/meta.db");
-    std::fs::create_dir_all(base.join("server")).unwrap();
-    cairn_server::admin::create_namespace(&db, NS).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let config = cairn_server::ServeConfig::new(
-        db,
-        format!("local:{}", base.join("server/blobs").display()),
-    );
-    let task = tokio::spawn(cairn_server::serve(listener, config, async {
-        let _ = stopped.await;
-    }));
-    (
-        Server {
-            stop: Some(stop),
-            task,
-        },
-        url,
-    )
-}
-
-fn device(base: &Path, url: &str, name: &str) -> Config {
-    let home = base.join(format!("home-{name}"));
-    std::fs::create_dir_all(&home).unwrap();
-    let token = cairn_server::admin::create_token(&base.join("server/meta.db"), NS, name).unwrap();
-    std::fs::write(home.join("token"), format!("{token}\n")).unwrap();
-    std::fs::set_permissions(home.join("token"), std::fs::Permissions::from_mode(0o600)).unwrap();
-    Config::resolve(Some(url.to_owned()), None, Some(&home)).unwrap()
-}
 
 async fn open(cfg: &Config, dir: &Path) -> FolderSync {
     let root = cairn::live::add(cfg, dir, NS).unwrap();
@@ -115,10 +79,10 @@ fn tree(root: &Path) -> Vec<(String, Vec<u8>)> {
 #[tokio::test(flavor = "current_thread")]
 async fn a_watch_event_for_one_path_scans_that_path_only_and_converges_like_a_full_scan() {
     let base = tempfile::tempdir().unwrap();
-    let (mut srv, url) = server(base.path()).await;
+    let srv = common::Server::start(base.path(), NS, |_| {}).await;
     let (a_cfg, b_cfg) = (
-        device(base.path(), &url, "a"),
-        device(base.path(), &url, "b"),
+        srv.device(base.path(), NS, "a"),
+        srv.device(base.path(), NS, "b"),
     );
     let (a_dir, b_dir) = (base.path().join("a"), base.path().join("b"));
     for d in 0..DIRS {
@@ -203,6 +167,5 @@ async fn a_watch_event_for_one_path_scans_that_path_only_and_converges_like_a_fu
 
     drop(a);
     drop(b);
-    let _ = srv.stop.take().unwrap().send(());
-    let _ = srv.task.await;
+    srv.stop().await;
 }

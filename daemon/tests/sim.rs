@@ -22,8 +22,9 @@
 //! `CAIRN_SIM_SEEDS=N` runs seeds 0..N (default 40), `CAIRN_SIM_SEED=S` only seed S; the seed of a
 //! failure is printed. See docs/RELIABILITY.md, "Engine simulation".
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -216,39 +217,6 @@ fn stable(key: &str) -> String {
 
 // ---- server and devices ----
 
-struct Server {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    db: PathBuf,
-}
-
-async fn server(base: &Path) -> (Server, String) {
-    let db = base.join("server/meta.db");
-    std::fs::create_dir_all(base.join("server")).unwrap();
-    cairn_server::admin::create_namespace(&db, NS).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut config = cairn_server::ServeConfig::new(
-        db.clone(),
-        format!("local:{}", base.join("server/blobs").display()),
-    );
-    // No GC (history is what the no-loss check reads) and no rate limit (retries do not back off).
-    config.gc_interval = None;
-    config.rate_limit = None;
-    let task = tokio::spawn(cairn_server::serve(listener, config, async {
-        let _ = stopped.await;
-    }));
-    (
-        Server {
-            stop: Some(stop),
-            task,
-            db,
-        },
-        url,
-    )
-}
-
 /// A snapshot of one device: its folder and its state database at one step.
 struct Snap {
     step: usize,
@@ -313,7 +281,7 @@ fn content_id(bytes: &[u8]) -> [u8; 32] {
 }
 
 impl Sim {
-    async fn new(seed: u64, base: &Path, url: &str, db: &Path) -> Sim {
+    async fn new(seed: u64, base: &Path, srv: &common::Server) -> Sim {
         let inj = Arc::new(Inj {
             seed,
             base: base.to_string_lossy().into_owned(),
@@ -325,13 +293,7 @@ impl Sim {
         let mut devices = Vec::new();
         for i in 0..n {
             let name = format!("d{i}");
-            let home = base.join(format!("home-{name}"));
-            std::fs::create_dir_all(&home).unwrap();
-            let token = cairn_server::admin::create_token(db, NS, &name).unwrap();
-            std::fs::write(home.join("token"), format!("{token}\n")).unwrap();
-            std::fs::set_permissions(home.join("token"), std::fs::Permissions::from_mode(0o600))
-                .unwrap();
-            let mut cfg = Config::resolve(Some(url.to_owned()), None, Some(&home)).unwrap();
+            let mut cfg = srv.device(base, NS, &name);
             // The guard's holds and its one-second settle are timers and questions to a user,
             // not sync: off here (tests in guard.rs and held.rs cover them).
             cfg.delete_guard = Limits {
@@ -360,8 +322,8 @@ impl Sim {
             seed,
             rng,
             base: base.to_owned(),
-            url: url.to_owned(),
-            server_db: db.to_owned(),
+            url: srv.url.clone(),
+            server_db: srv.db.clone(),
             inj,
             devices,
             written: Vec::new(),
@@ -859,8 +821,13 @@ fn normalized(t: &BTreeMap<String, Option<[u8; 32]>>) -> Vec<(String, Option<[u8
 /// One seed, start to end: its trace and the final tree, or what failed.
 async fn run_seed(seed: u64) -> Result<(Trace, Vec<(String, Option<[u8; 32]>)>), (Trace, String)> {
     let base = tempfile::tempdir().unwrap();
-    let (mut srv, url) = server(base.path()).await;
-    let mut sim = Sim::new(seed, base.path(), &url, &srv.db).await;
+    // No GC (history is what the no-loss check reads) and no rate limit (retries do not back off).
+    let srv = common::Server::start(base.path(), NS, |config| {
+        config.gc_interval = None;
+        config.rate_limit = None;
+    })
+    .await;
+    let mut sim = Sim::new(seed, base.path(), &srv).await;
     sim.run().await;
     let settled = sim.settle().await;
     let checked = settled.and_then(|()| sim.check(&srv.db));
@@ -869,8 +836,7 @@ async fn run_seed(seed: u64) -> Result<(Trace, Vec<(String, Option<[u8; 32]>)>),
     for d in &mut sim.devices {
         d.sync = None;
     }
-    let _ = srv.stop.take().map(|s| s.send(()));
-    let _ = (&mut srv.task).await;
+    srv.stop().await;
     match checked {
         Ok(t) => Ok((std::mem::take(&mut sim.trace), normalized(&t))),
         Err(e) => Err((std::mem::take(&mut sim.trace), e)),

@@ -1,0 +1,64 @@
+//! What the daemon's in-process integration tests share: a real cairn-server on 127.0.0.1 (local
+//! store, SQLite in the test's temp dir) and devices with a token for it.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use cairn::config::Config;
+
+pub struct Server {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    pub db: PathBuf,
+    pub url: String,
+}
+
+impl Server {
+    /// Starts a server under `base/server` with namespace `ns`; `configure` may change the
+    /// defaults `cairn-server serve` uses.
+    pub async fn start(
+        base: &Path,
+        ns: &str,
+        configure: impl FnOnce(&mut cairn_server::ServeConfig),
+    ) -> Server {
+        let db = base.join("server/meta.db");
+        std::fs::create_dir_all(base.join("server")).unwrap();
+        cairn_server::admin::create_namespace(&db, ns).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let mut config = cairn_server::ServeConfig::new(
+            db.clone(),
+            format!("local:{}", base.join("server/blobs").display()),
+        );
+        configure(&mut config);
+        let task = tokio::spawn(cairn_server::serve(listener, config, async {
+            let _ = stopped.await;
+        }));
+        Server {
+            stop: Some(stop),
+            task,
+            db,
+            url,
+        }
+    }
+
+    /// A device's config: its own home under `base`, with a token for `ns`.
+    pub fn device(&self, base: &Path, ns: &str, name: &str) -> Config {
+        let home = base.join(format!("home-{name}"));
+        std::fs::create_dir_all(&home).unwrap();
+        let token = cairn_server::admin::create_token(&self.db, ns, name).unwrap();
+        std::fs::write(home.join("token"), format!("{token}\n")).unwrap();
+        std::fs::set_permissions(home.join("token"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+        Config::resolve(Some(self.url.clone()), None, Some(&home)).unwrap()
+    }
+
+    /// Asks the server to stop and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
