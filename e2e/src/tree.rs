@@ -52,34 +52,56 @@ pub fn snapshot(root: &Path) -> Result<BTreeMap<String, Node>> {
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Node>) -> Result<()> {
-    for entry in fs::read_dir(dir)? {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        // A folder a running daemon removed (or renamed) since its parent was listed.
+        Err(e) if dir != root && e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    for entry in entries {
         let entry = entry?;
         let path = entry.path();
         let rel = path.strip_prefix(root)?.to_string_lossy().into_owned();
         if rel == ".cairn" {
             continue;
         }
-        let meta = fs::symlink_metadata(&path)?;
-        let node = if meta.file_type().is_symlink() {
-            Node::Symlink(fs::read_link(&path)?.to_string_lossy().into_owned())
-        } else if meta.is_dir() {
-            walk(root, &path, out)?;
-            Node::Dir
-        } else {
-            let mtime = meta
-                .modified()?
-                .duration_since(SystemTime::UNIX_EPOCH)?
-                .as_secs() as i64;
-            Node::File {
-                hash: blake3::hash(&fs::read(&path)?).to_hex().to_string(),
-                size: meta.len(),
-                mode: meta.permissions().mode() & 0o777,
-                mtime_s: mtime,
+        // The folder may be live (a daemon renames temp files into place, moves entries aside):
+        // an entry gone between the listing and the look is simply not in this snapshot.
+        match node(root, &path, out) {
+            Ok(n) => {
+                out.insert(rel, n);
             }
-        };
-        out.insert(rel, node);
+            Err(e) if gone(&e) => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
+}
+
+fn node(root: &Path, path: &Path, out: &mut BTreeMap<String, Node>) -> Result<Node> {
+    let meta = fs::symlink_metadata(path)?;
+    Ok(if meta.file_type().is_symlink() {
+        Node::Symlink(fs::read_link(path)?.to_string_lossy().into_owned())
+    } else if meta.is_dir() {
+        walk(root, path, out)?;
+        Node::Dir
+    } else {
+        let mtime = meta
+            .modified()?
+            .duration_since(SystemTime::UNIX_EPOCH)?
+            .as_secs() as i64;
+        Node::File {
+            hash: blake3::hash(&fs::read(path)?).to_hex().to_string(),
+            size: meta.len(),
+            mode: meta.permissions().mode() & 0o777,
+            mtime_s: mtime,
+        }
+    })
+}
+
+fn gone(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<std::io::Error>()
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
 }
 
 /// Fails with the first differing paths when two trees are not the same.
