@@ -146,7 +146,7 @@ pub(crate) async fn remote_tree(remote: &Remote) -> Result<(RemoteTree, Seq, Vec
         })
         .await?;
     // Built in one go from the whole list: a map filled in bulk has full nodes (one filled by
-    // inserting in order leaves them half empty), which is a third less memory.
+    // inserting in order leaves them about half empty), so it takes less memory.
     Ok((entries.into_iter().collect(), head, errors))
 }
 

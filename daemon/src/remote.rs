@@ -187,30 +187,33 @@ impl Remote {
     /// The whole tree (tombstones included), handed to `page` one page at a time (so the caller
     /// never holds all of it in wire form), and the log head when the first page was read.
     pub async fn list_tree(&self, mut page: impl FnMut(Vec<pb::Entry>)) -> Result<Seq> {
-        let mut after = String::new();
-        let mut head = None;
-        loop {
+        let fetch = |after: String| {
             let req = pb::ListTreeRequest {
                 namespace: self.namespace.clone(),
                 after,
                 limit: LIST_PAGE,
                 include_deleted: true,
             };
-            let resp = self
-                .unary(
-                    "ListTree",
-                    req,
-                    |mut c, r| async move { c.list_tree(r).await },
-                )
-                .await?;
-            head.get_or_insert(Seq(resp.head_seq));
-            page(resp.entries);
+            self.unary(
+                "ListTree",
+                req,
+                |mut c, r| async move { c.list_tree(r).await },
+            )
+        };
+        let mut resp = fetch(String::new()).await?;
+        let head = Seq(resp.head_seq);
+        loop {
+            let entries = std::mem::take(&mut resp.entries);
             if resp.next_after.is_empty() {
-                break;
+                page(entries);
+                return Ok(head);
             }
-            after = resp.next_after;
+            // The next page is asked for before this one is read (`join!` polls in order), so
+            // the server works on it meanwhile.
+            let after = std::mem::take(&mut resp.next_after);
+            let (next, ()) = futures::join!(fetch(after), async { page(entries) });
+            resp = next?;
         }
-        Ok(head.unwrap_or_default())
     }
 
     /// The ids among `ids` the namespace lacks (callers batch ≤ 10k).
