@@ -117,28 +117,37 @@ pub(crate) async fn open_remote(
 )> {
     let remote = Remote::connect(cfg, namespace).await?;
     let info = remote.get_namespace().await?;
-    let (entries, head) = remote.list_tree().await?;
-    let mut tree = RemoteTree::new();
-    let mut errors = Vec::new();
-    for e in &entries {
-        if let Err(err) = validate_path(&e.path) {
-            errors.push(Error::path(
-                &e.path,
-                format!("the server sent a path that is refused here: {err}"),
-            ));
-            continue;
-        }
-        match RemoteEntry::from_pb(e) {
-            Some(r) => {
-                tree.insert(e.path.clone(), r);
-            }
-            None => errors.push(Error::path(
-                &e.path,
-                "the server sent an entry this client cannot read",
-            )),
-        }
-    }
+    let (tree, head, errors) = remote_tree(&remote).await?;
     Ok((remote, info, tree, head, errors))
+}
+
+/// The server's tree and the log head. Entries with unusable paths are left out and reported.
+pub(crate) async fn remote_tree(remote: &Remote) -> Result<(RemoteTree, Seq, Vec<Error>)> {
+    let mut entries = Vec::new();
+    let mut errors = Vec::new();
+    let head = remote
+        .list_tree(|page| {
+            for e in page {
+                if let Err(err) = validate_path(&e.path) {
+                    errors.push(Error::path(
+                        &e.path,
+                        format!("the server sent a path that is refused here: {err}"),
+                    ));
+                    continue;
+                }
+                match RemoteEntry::from_pb(&e) {
+                    Some(r) => entries.push((e.path, r)),
+                    None => errors.push(Error::path(
+                        &e.path,
+                        "the server sent an entry this client cannot read",
+                    )),
+                }
+            }
+        })
+        .await?;
+    // Built in one go from the whole list: a map filled in bulk has full nodes (one filled by
+    // inserting in order leaves them about half empty), so it takes less memory.
+    Ok((entries.into_iter().collect(), head, errors))
 }
 
 pub(crate) fn params_of(info: &cairn_proto::pb::NamespaceInfo) -> Result<ChunkParams> {
@@ -182,14 +191,35 @@ pub async fn push(
 ) -> Result<PushSummary> {
     let started = Instant::now();
     let root = canonical_root(dir)?;
-    let (remote, info, remote_tree, head, mut errors) = open_remote(cfg, namespace).await?;
+    let remote = Remote::connect(cfg, namespace).await?;
+    let info = remote.get_namespace().await?;
     let params = params_of(&info)?;
-    let mut state = State::open(&cfg.dirs.state_db())?;
-    let folder = state.folder(&root, namespace, &cfg.server)?;
-    let mut synced = state.synced(folder)?;
-    let hash_bar = ui.bar("hashing");
-    let mut scanned = scan(&root, &synced, params, workers(), &hash_bar).await?;
-    hash_bar.finish_and_clear();
+    // The server's tree is listed while the disk is scanned: one waits on the server, the other
+    // on the disk. Neither reads the other, so this is the sequential order's result, sooner.
+    let listing = tokio::spawn({
+        let remote = remote.clone();
+        async move { remote_tree(&remote).await }
+    });
+    let local = async {
+        let state = State::open(&cfg.dirs.state_db())?;
+        let folder = state.folder(&root, namespace, &cfg.server)?;
+        let synced = state.synced(folder)?;
+        let hash_bar = ui.bar("hashing");
+        let scanned = scan(&root, &synced, params, workers(), &hash_bar).await?;
+        hash_bar.finish_and_clear();
+        Ok::<_, Error>((state, folder, synced, scanned))
+    }
+    .await;
+    let (mut state, folder, mut synced, mut scanned) = match local {
+        Ok(l) => l,
+        Err(e) => {
+            listing.abort();
+            return Err(e);
+        }
+    };
+    let (remote_tree, head, mut errors) = listing
+        .await
+        .map_err(|e| Error::Protocol(format!("listing the server's tree failed: {e}")))??;
     errors.append(&mut scanned.errors);
     let trees = (&scanned.tree, &remote_tree);
     reconcile(&remote, &mut state, folder, trees, &mut synced).await?;
@@ -203,6 +233,8 @@ pub async fn push(
     if let Some(h) = &held {
         errors.push(held_error(h, cfg, "push", dir, namespace));
     }
+    // The plan is made: what follows reads the local tree only (and the state DB).
+    drop((remote_tree, synced));
     tracing::debug!(ops = ops.len(), "push plan");
     let up_bar = ui.bar("uploading");
     let mut exec = Push {
@@ -217,7 +249,7 @@ pub async fn push(
     };
     let mut stats = exec.run(&ops, &mut scanned).await?;
     up_bar.finish_and_clear();
-    let healed = match crate::heal::heal(&remote, &root, &state.synced(folder)?, params).await {
+    let healed = match crate::heal::heal(&remote, &root, || state.synced(folder), params).await {
         Ok(h) => h.healed,
         Err(e) => {
             errors.push(Error::path(

@@ -6,6 +6,7 @@
 //! disk still shows the stat the state recorded; the chunk is then cut from the file again and
 //! its hash checked before it travels (the server checks it once more on ConfirmUpload).
 
+use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -29,11 +30,12 @@ pub struct HealStats {
 }
 
 /// Uploads every wanted chunk this folder holds unchanged. Errors for one file are logged and
-/// skipped: another device may hold the data.
-pub async fn heal(
+/// skipped: another device may hold the data. `synced` gives the folder's synced tree; it is
+/// called only when the server wants something (almost never), as loading it is not free.
+pub async fn heal<S: Borrow<SyncedTree>>(
     remote: &Remote,
     root: &Path,
-    synced: &SyncedTree,
+    synced: impl FnOnce() -> Result<S>,
     params: ChunkParams,
 ) -> Result<HealStats> {
     let wanted = remote.list_wanted().await?;
@@ -44,6 +46,8 @@ pub async fn heal(
     if wanted.is_empty() {
         return Ok(stats);
     }
+    let synced = synced()?;
+    let synced = synced.borrow();
     // Per local file, the chunk ids to cut from it.
     let mut by_file: HashMap<String, HashSet<ChunkId>> = HashMap::new();
     for w in &wanted {

@@ -3,11 +3,12 @@
 //! No I/O, no clock, no async. The executors re-check each operation's precondition before acting.
 
 use std::cmp::Ordering;
-use std::collections::BTreeSet;
 
 use cairn_proto::Version;
 
-use crate::tree::{Content, LocalEntry, LocalTree, RemoteTree, SyncedEntry, SyncedTree};
+use crate::tree::{
+    Content, LocalEntry, LocalTree, RemoteEntry, RemoteTree, SyncedEntry, SyncedTree,
+};
 
 /// One step towards agreement. Paths are namespace-relative (NFC, `/`-separated).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -107,18 +108,44 @@ impl Op {
 
 /// Plans one path at a time over the union of the three trees; same input, same output.
 pub fn plan(local: &LocalTree, remote: &RemoteTree, synced: &SyncedTree) -> Vec<Op> {
-    let paths: BTreeSet<&String> = local
-        .keys()
-        .chain(remote.keys())
-        .chain(synced.keys())
-        .collect();
-    let mut ops: Vec<Op> = paths
-        .into_iter()
-        .filter_map(|p| plan_path(p, local, remote, synced))
+    let mut ops: Vec<Op> = union(local, remote, synced)
+        .filter_map(|(p, le, re, se)| plan_path(p, le, re, se))
         .collect();
     defer_uploads_under_moved_folders(&mut ops, local);
     sort_ops(&mut ops);
     ops
+}
+
+/// One path's entries in the three trees.
+type Entries<'a> = (
+    &'a str,
+    Option<&'a LocalEntry>,
+    Option<&'a RemoteEntry>,
+    Option<&'a SyncedEntry>,
+);
+
+/// Every path of the three trees once, in order, with its entry in each: one merge of the three
+/// sorted maps, without a set of all paths or a look-up per path and tree.
+fn union<'a>(
+    local: &'a LocalTree,
+    remote: &'a RemoteTree,
+    synced: &'a SyncedTree,
+) -> impl Iterator<Item = Entries<'a>> {
+    let (mut l, mut r, mut s) = (
+        local.iter().peekable(),
+        remote.iter().peekable(),
+        synced.iter().peekable(),
+    );
+    std::iter::from_fn(move || {
+        let path: &String = [l.peek().map(|e| e.0), r.peek().map(|e| e.0), s.peek().map(|e| e.0)]
+            .into_iter()
+            .flatten()
+            .min()?;
+        let le = l.next_if(|(p, _)| *p == path).map(|(_, e)| e);
+        let re = r.next_if(|(p, _)| *p == path).map(|(_, e)| e);
+        let se = s.next_if(|(p, _)| *p == path).map(|(_, e)| e);
+        Some((path.as_str(), le, re, se))
+    })
 }
 
 /// A local folder whose path takes a file or a link this round is moved aside with everything
@@ -165,29 +192,27 @@ pub fn sort_ops(ops: &mut [Op]) {
 
 fn plan_path(
     path: &str,
-    local: &LocalTree,
-    remote: &RemoteTree,
-    synced: &SyncedTree,
+    le: Option<&LocalEntry>,
+    re: Option<&RemoteEntry>,
+    se: Option<&SyncedEntry>,
 ) -> Option<Op> {
-    let le = local.get(path);
-    let re = remote.get(path);
-    let se = synced.get(path);
     let l = le.map(|e| &e.content);
     let r = re.and_then(|e| e.content.as_ref());
     let s = se.map(|e| &e.content);
     let remote_version = re.map_or(Version(0), |e| e.version);
-    let path = path.to_owned();
-
     if l == r {
         return match le {
             Some(le) if needs_record(le, se, remote_version) => Some(Op::RecordSynced {
-                path,
+                path: path.to_owned(),
                 version: remote_version,
             }),
             Some(_) => None,
-            None => se.map(|_| Op::ForgetSynced { path }),
+            None => se.map(|_| Op::ForgetSynced {
+                path: path.to_owned(),
+            }),
         };
     }
+    let path = path.to_owned();
     let local_changed = l != s;
     let remote_changed = r != s;
     let take_remote = |path: String| match r {

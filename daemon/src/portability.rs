@@ -3,7 +3,9 @@
 //! `a.txt`). Pure: the daemon reports these as warnings (push and pull summaries, `cairn status`),
 //! it never drops or renames them for that reason alone.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 
 use cairn_proto::{case_conflict_name, case_fold_key, windows_name_problem};
 
@@ -13,8 +15,10 @@ use crate::error::Error;
 /// first spelling of its name in its folder (byte order). Sorted by path.
 pub fn warnings<'a>(paths: impl IntoIterator<Item = &'a str>) -> Vec<Error> {
     let mut out = Vec::new();
-    // (parent, folded name) → spellings in byte order.
-    let mut names: BTreeMap<(&str, String), Vec<&str>> = BTreeMap::new();
+    // (parent, folded name) → the first spelling met. Only names met twice are kept in `names`:
+    // (parent, folded name) → spellings (sorted below).
+    let mut seen: HashMap<(&str, Cow<'_, str>), &str> = HashMap::new();
+    let mut names: BTreeMap<(&str, Cow<'_, str>), Vec<&str>> = BTreeMap::new();
     for p in paths {
         if let Some(why) = windows_name_problem(p) {
             out.push(Error::path(
@@ -23,10 +27,15 @@ pub fn warnings<'a>(paths: impl IntoIterator<Item = &'a str>) -> Vec<Error> {
             ));
         }
         let (parent, name) = p.rsplit_once('/').unwrap_or(("", p));
-        names
-            .entry((parent, case_fold_key(name)))
-            .or_default()
-            .push(p);
+        match seen.entry((parent, fold_key(name))) {
+            Entry::Vacant(v) => {
+                v.insert(p);
+            }
+            Entry::Occupied(o) => names
+                .entry(o.key().clone())
+                .or_insert_with(|| vec![*o.get()])
+                .push(p),
+        }
     }
     for spellings in names.values_mut() {
         spellings.sort_unstable();
@@ -49,6 +58,16 @@ pub fn warnings<'a>(paths: impl IntoIterator<Item = &'a str>) -> Vec<Error> {
         _ => String::new(),
     });
     out
+}
+
+/// [`case_fold_key`], without its two allocations for the common name that is ASCII and lower
+/// case already (its own key).
+fn fold_key(name: &str) -> Cow<'_, str> {
+    if name.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
+        Cow::Borrowed(name)
+    } else {
+        Cow::Owned(case_fold_key(name))
+    }
 }
 
 #[cfg(test)]

@@ -30,8 +30,11 @@ pub struct Scanned {
     pub tree: LocalTree,
     /// Chunks of files hashed in this scan (files whose hash was reused have none here).
     pub chunks: HashMap<String, Vec<Chunk>>,
-    /// Where each path lives on disk (names from disk may not be NFC).
+    /// Where a path of `tree` lives on disk when that is not `root/path` (a name on disk that
+    /// is not NFC); see [`Scanned::disk_path`].
     pub disk: HashMap<String, PathBuf>,
+    /// The folder scanned.
+    pub root: PathBuf,
     /// Per-path problems: the path is left out of this run.
     pub errors: Vec<Error>,
     /// Paths whose local state is unknown this run (unreadable, changed while read): the plan
@@ -47,6 +50,19 @@ pub struct Scanned {
     /// Our own temp files the walk passed: debris of a failed or killed run (the scan never
     /// syncs them; the daemon, the folder's one writer, removes them between rounds).
     pub temps: Vec<PathBuf>,
+}
+
+impl Scanned {
+    /// Where `path` of the local tree lives on disk (`None` when the tree has no such path).
+    pub fn disk_path(&self, path: &str) -> Option<PathBuf> {
+        if !self.tree.contains_key(path) {
+            return None;
+        }
+        Some(match self.disk.get(path) {
+            Some(d) => d.clone(),
+            None => self.root.join(path),
+        })
+    }
 }
 
 /// What a partial scan looks at: some root-relative paths (a directory: its whole subtree) and
@@ -116,6 +132,8 @@ impl Region {
 struct Walked {
     path: String,
     disk: PathBuf,
+    /// The name on disk is not the path (not NFC): `disk` is not `root/path`.
+    unusual: bool,
     stat: Stat,
     kind: WalkedKind,
 }
@@ -173,10 +191,13 @@ pub async fn scan_region(
         incomplete,
         stat_calls,
         temps,
+        root: root.to_owned(),
         ..Default::default()
     };
     let modes = crate::localfs::keeps_modes(root);
     let mut to_hash = Vec::new();
+    // The tree's entries, made into the map in one go at the end (full nodes: less memory).
+    let mut entries = Vec::with_capacity(walked.len());
     for w in walked {
         let content = match w.kind {
             WalkedKind::Dir => Content::Dir,
@@ -204,14 +225,16 @@ pub async fn scan_region(
                 }
             }
         };
-        out.disk.insert(w.path.clone(), w.disk);
-        out.tree.insert(
+        if w.unusual {
+            out.disk.insert(w.path.clone(), w.disk);
+        }
+        entries.push((
             w.path,
             LocalEntry {
                 content,
                 stat: w.stat,
             },
-        );
+        ));
     }
     progress.set_length(to_hash.iter().map(|w| w.stat.size).sum());
     let mut hashed = futures::stream::iter(to_hash.into_iter().map(|w| {
@@ -230,18 +253,20 @@ pub async fn scan_region(
             Ok(Ok((chunks, content_id))) => {
                 out.bytes_hashed += w.stat.size;
                 out.chunks.insert(w.path.clone(), chunks);
-                out.disk.insert(w.path.clone(), w.disk);
+                if w.unusual {
+                    out.disk.insert(w.path.clone(), w.disk);
+                }
                 let content = Content::File {
                     id: content_id,
                     exec: exec_of(modes, synced.get(&w.path), w.stat),
                 };
-                out.tree.insert(
+                entries.push((
                     w.path,
                     LocalEntry {
                         content,
                         stat: w.stat,
                     },
-                );
+                ));
             }
             Ok(Err(e)) => {
                 out.skipped.insert(w.path.clone());
@@ -254,6 +279,7 @@ pub async fn scan_region(
             }
         }
     }
+    out.tree = entries.into_iter().collect();
     Ok(out)
 }
 
@@ -291,6 +317,31 @@ pub fn hash_file(
         return Err("changed while being read; skipped this run, it goes up next time".into());
     }
     Ok((fc.chunks, fc.content_id))
+}
+
+/// What the walk records of one entry: its kind and stat, `None` for what is not synced
+/// (sockets, fifos, devices), or why it cannot be read.
+fn stat_entry(disk: &Path) -> std::result::Result<Option<(WalkedKind, Stat)>, String> {
+    let md = std::fs::symlink_metadata(disk).map_err(|e| format!("cannot stat: {e}"))?;
+    let ft = md.file_type();
+    let kind = if ft.is_symlink() {
+        match std::fs::read_link(disk).map(|t| t.to_str().map(str::to_owned)) {
+            Ok(Some(t)) => WalkedKind::Symlink(t),
+            Ok(None) => return Err("symlink target is not valid UTF-8".into()),
+            Err(e) => return Err(format!("cannot read symlink: {e}")),
+        }
+    } else if ft.is_dir() {
+        WalkedKind::Dir
+    } else if ft.is_file() {
+        WalkedKind::File
+    } else {
+        return Ok(None);
+    };
+    let mut stat = stat_of(&md);
+    if !matches!(kind, WalkedKind::File) {
+        stat.size = 0;
+    }
+    Ok(Some((kind, stat)))
 }
 
 /// Walks without following symlinks, honouring `.cairnignore` files, skipping our own names.
@@ -353,9 +404,14 @@ fn walk(root: &Path, region: Option<&Region>) -> Result<Walk> {
             }
         })
         .build();
-    let mut out = Vec::new();
+    let mut out: Vec<Walked> = Vec::new();
     let mut errors = Vec::new();
-    let mut seen: HashMap<String, PathBuf> = HashMap::new();
+    // Two names on disk can only share one path when one of them is not NFC. Until the walk
+    // meets such a name, `seen` stays unbuilt (a map of every path costs a tenth of the walk);
+    // it is then filled with every path that passed the name checks so far: the kept ones
+    // (`out`) and the few that were not (`passed`).
+    let mut seen: Option<HashMap<String, PathBuf>> = None;
+    let mut passed: Vec<(String, PathBuf)> = Vec::new();
     let mut skipped = std::collections::BTreeSet::new();
     let mut incomplete = false;
     let mut stats = 0u64;
@@ -374,7 +430,7 @@ fn walk(root: &Path, region: Option<&Region>) -> Result<Walk> {
         if entry.depth() == 0 {
             continue;
         }
-        let disk = entry.path().to_owned();
+        let disk = entry.into_path();
         let Some(rel) = disk.strip_prefix(root).ok().and_then(|r| r.to_str()) else {
             errors.push(Error::path(
                 disk.display().to_string(),
@@ -382,12 +438,20 @@ fn walk(root: &Path, region: Option<&Region>) -> Result<Walk> {
             ));
             continue;
         };
-        let path = to_nfc(&rel.replace(std::path::MAIN_SEPARATOR, "/"));
+        let path = if std::path::MAIN_SEPARATOR == '/' {
+            to_nfc(rel)
+        } else {
+            to_nfc(&rel.replace(std::path::MAIN_SEPARATOR, "/"))
+        };
         if let Err(e) = validate_path(&path) {
             errors.push(Error::path(path, format!("cannot be synced: {e}")));
             continue;
         }
-        if let Some(other) = seen.insert(path.clone(), disk.clone()) {
+        if seen.is_none() && path != rel {
+            let so_far = out.iter().map(|w| (w.path.clone(), w.disk.clone()));
+            seen = Some(so_far.chain(passed.drain(..)).collect());
+        }
+        if let Some(other) = seen.as_mut().and_then(|s| s.insert(path.clone(), disk.clone())) {
             skipped.insert(path.clone());
             errors.push(Error::path(
                 path,
@@ -399,47 +463,27 @@ fn walk(root: &Path, region: Option<&Region>) -> Result<Walk> {
             continue;
         }
         stats += 1;
-        let md = match std::fs::symlink_metadata(&disk) {
-            Ok(m) => m,
-            Err(e) => {
-                skipped.insert(path.clone());
-                errors.push(Error::path(path, format!("cannot stat: {e}")));
+        match stat_entry(&disk) {
+            Ok(Some((kind, stat))) => {
+                out.push(Walked {
+                    unusual: path != rel,
+                    path,
+                    disk,
+                    stat,
+                    kind,
+                });
                 continue;
             }
-        };
-        let ft = md.file_type();
-        let kind = if ft.is_symlink() {
-            match std::fs::read_link(&disk).map(|t| t.to_str().map(str::to_owned)) {
-                Ok(Some(t)) => WalkedKind::Symlink(t),
-                Ok(None) => {
-                    skipped.insert(path.clone());
-                    errors.push(Error::path(path, "symlink target is not valid UTF-8"));
-                    continue;
-                }
-                Err(e) => {
-                    skipped.insert(path.clone());
-                    errors.push(Error::path(path, format!("cannot read symlink: {e}")));
-                    continue;
-                }
-            }
-        } else if ft.is_dir() {
-            WalkedKind::Dir
-        } else if ft.is_file() {
-            WalkedKind::File
-        } else {
             // Sockets, fifos, devices: nothing to sync, not worth an error.
-            continue;
-        };
-        let mut stat = stat_of(&md);
-        if !matches!(kind, WalkedKind::File) {
-            stat.size = 0;
+            Ok(None) => {}
+            Err(why) => {
+                skipped.insert(path.clone());
+                errors.push(Error::path(path.clone(), why));
+            }
         }
-        out.push(Walked {
-            path,
-            disk,
-            stat,
-            kind,
-        });
+        if seen.is_none() {
+            passed.push((path, disk));
+        }
     }
     if region.is_some() {
         out.sort_by(|a, b| a.path.cmp(&b.path));

@@ -295,7 +295,7 @@ impl State {
             .query_map([folder.0], |r| {
                 let path: String = r.get(0)?;
                 let kind: i64 = r.get(1)?;
-                let cid: Option<Vec<u8>> = r.get(3)?;
+                let cid = r.get_ref(3)?.as_blob_or_null()?;
                 let mode: i64 = r.get(7)?;
                 let target: Option<String> = r.get(8)?;
                 let stat = Stat {
@@ -306,7 +306,7 @@ impl State {
                 };
                 let content = match Kind::from_db(kind) {
                     Some(Kind::File) => {
-                        cid.and_then(|c| ContentId::from_slice(&c).ok())
+                        cid.and_then(|c| ContentId::from_slice(c).ok())
                             .map(|id| Content::File {
                                 id,
                                 exec: is_exec(stat.mode),
@@ -329,13 +329,15 @@ impl State {
                 }))
             })
             .map_err(self.err())?;
-        let mut tree = SyncedTree::new();
+        let mut entries = Vec::new();
         for row in rows {
-            if let Some((p, e)) = row.map_err(self.err())? {
-                tree.insert(p, e);
+            if let Some(pe) = row.map_err(self.err())? {
+                entries.push(pe);
             }
         }
-        Ok(tree)
+        // Built in one go: a map filled in bulk has full nodes (one filled by inserting in order
+        // leaves them about half empty), so it takes less memory and less time.
+        Ok(entries.into_iter().collect())
     }
 
     /// Applies changes in one transaction: all or nothing.

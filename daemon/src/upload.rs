@@ -227,7 +227,7 @@ impl Push<'_> {
             else {
                 continue;
             };
-            let Some(disk) = scanned.disk.get(path).cloned() else {
+            let Some(disk) = scanned.disk_path(path) else {
                 continue;
             };
             let chunks = match scanned.chunks.remove(path) {
@@ -568,17 +568,17 @@ impl Push<'_> {
         copy: &str,
         scanned: &Scanned,
     ) -> Result<Option<LocalEntry>> {
-        let (Some(e), Some(from)) = (scanned.tree.get(path), scanned.disk.get(path)) else {
+        let (Some(e), Some(from)) = (scanned.tree.get(path), scanned.disk_path(path)) else {
             return Ok(None);
         };
         let to = localfs::disk_path(self.root, copy)?;
-        let now = std::fs::symlink_metadata(from).map_err(|err| Error::io(from, err))?;
+        let now = std::fs::symlink_metadata(&from).map_err(|err| Error::io(&from, err))?;
         // A file is what the scan saw if its stat is; a link if it still points where it did
         // (the scan records a link's size as 0, lstat its target's length).
         let unchanged = match &e.content {
             Content::File { .. } => same_stat(e.stat, stat_of(&now)),
             Content::Symlink(t) => {
-                std::fs::read_link(from).is_ok_and(|r| r.as_os_str() == t.as_str())
+                std::fs::read_link(&from).is_ok_and(|r| r.as_os_str() == t.as_str())
             }
             Content::Dir => true,
         };

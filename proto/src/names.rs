@@ -1,6 +1,8 @@
 //! Path policy (what a synced path may be) and conflict-copy names. Pure: no filesystem.
 
-use unicode_normalization::{UnicodeNormalization, is_nfc};
+use std::borrow::Cow;
+
+use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfc, is_nfc_quick};
 
 /// The longest path, in bytes.
 pub const MAX_PATH_BYTES: usize = 4096;
@@ -68,6 +70,11 @@ pub fn validate_path(path: &str) -> Result<(), PathError> {
 
 /// The NFC form of a name read from disk (macOS hands out NFD).
 pub fn to_nfc(path: &str) -> String {
+    // Nearly every name is NFC already (every ASCII one is): the quick check says so in one
+    // pass, without normalising char by char.
+    if is_nfc_quick(path.chars()) == IsNormalized::Yes {
+        return path.to_owned();
+    }
     path.nfc().collect()
 }
 
@@ -150,9 +157,22 @@ pub fn windows_name_problem(path: &str) -> Option<String> {
 const WINDOWS_FORBIDDEN: [char; 7] = ['<', '>', ':', '"', '|', '?', '*'];
 
 fn is_windows_device(stem: &str) -> bool {
-    let upper = stem.to_uppercase();
+    // The device names are ASCII and at most 7 bytes long: an ASCII stem is upper-cased on the
+    // stack. Only other stems take Unicode's upper case (`ı` upper-cases to `I`).
+    let mut buf = [0u8; 7];
+    let upper: Cow<'_, str> = if stem.is_ascii() {
+        let Some(b) = buf.get_mut(..stem.len()) else {
+            return false;
+        };
+        b.copy_from_slice(stem.as_bytes());
+        b.make_ascii_uppercase();
+        // ASCII upper-cased is still ASCII.
+        Cow::Borrowed(std::str::from_utf8(b).expect("ASCII is UTF-8"))
+    } else {
+        Cow::Owned(stem.to_uppercase())
+    };
     if matches!(
-        upper.as_str(),
+        &*upper,
         "CON" | "PRN" | "AUX" | "NUL" | "CONIN$" | "CONOUT$"
     ) {
         return true;

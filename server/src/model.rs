@@ -40,6 +40,11 @@ pub fn decode_manifest(blob: &[u8]) -> Result<Vec<(ChunkId, u32)>> {
 pub const ENTRY_COLUMNS: &str = "f.path, v.version, v.kind, v.size, v.mode, v.mtime_ns, v.manifest, \
      v.content_id, v.symlink_target, v.device, v.committed_at_ms, v.deleted, v.seq, v.action, v.action_detail";
 
+/// `ENTRY_COLUMNS` without the manifest (a NULL in its place), for `entry_from_row(row, false)`:
+/// a large file's manifest is thousands of chunk ids, copied out of the database for nothing.
+pub const LISTING_COLUMNS: &str = "f.path, v.version, v.kind, v.size, v.mode, v.mtime_ns, NULL, \
+     v.content_id, v.symlink_target, v.device, v.committed_at_ms, v.deleted, v.seq, v.action, v.action_detail";
+
 /// An `Entry` from a row selected with `ENTRY_COLUMNS`; the manifest only when asked for.
 pub fn entry_from_row(row: &Row<'_>, with_manifest: bool) -> rusqlite::Result<Entry> {
     let manifest = if with_manifest {

@@ -12,7 +12,7 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::auth::Caller;
 use crate::db::Db;
 use crate::error::{Error, Result};
-use crate::model::{ENTRY_COLUMNS, entry_from_row};
+use crate::model::{ENTRY_COLUMNS, LISTING_COLUMNS, entry_from_row};
 use crate::store::{BlobStore, URL_TTL};
 
 /// Chunks smaller than this travel in packs: with the default chunk sizes (at most 4 MiB), all
@@ -146,7 +146,7 @@ pub async fn list_tree(
     db.read(move |conn| {
         let tx = conn.transaction()?;
         let sql = format!(
-            "SELECT {ENTRY_COLUMNS} FROM files f JOIN versions v ON v.file_id = f.id AND v.version = f.head_version
+            "SELECT {LISTING_COLUMNS} FROM files f JOIN versions v ON v.file_id = f.id AND v.version = f.head_version
              WHERE f.namespace_id = ?1 AND f.path > ?2 AND (?3 OR v.deleted = 0) ORDER BY f.path LIMIT ?4"
         );
         let entries = tx
@@ -169,7 +169,7 @@ pub fn changes(
 ) -> Result<(Vec<Entry>, bool)> {
     let limit = page_limit(limit);
     let sql = format!(
-        "SELECT {ENTRY_COLUMNS} FROM sync_log l JOIN files f ON f.id = l.file_id
+        "SELECT {LISTING_COLUMNS} FROM sync_log l JOIN files f ON f.id = l.file_id
          JOIN versions v ON v.file_id = l.file_id AND v.version = l.version
          WHERE l.namespace_id = ?1 AND l.seq > ?2 ORDER BY l.seq LIMIT ?3"
     );

@@ -119,6 +119,32 @@ fn nfd_names_from_disk_become_nfc_paths() {
     assert_eq!(s.disk["caf\u{e9}"], d.path().join("cafe\u{301}"));
 }
 
+#[test]
+fn two_names_that_normalise_to_one_path_are_caught_whichever_the_walk_meets_first() {
+    // The decomposed `e` + accent sorts before the composed `é`; the NFC omega sorts before the
+    // ohm sign, which normalises to it. Either way one of the two is refused and the path is
+    // skipped, so its absence is never read as a delete.
+    for (a, b, path) in [
+        ("cafe\u{301}", "caf\u{e9}", "caf\u{e9}"),
+        ("\u{3a9}", "\u{2126}", "\u{3a9}"),
+    ] {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("first"), b"0").unwrap();
+        fs::write(d.path().join(a), b"1").unwrap();
+        fs::write(d.path().join(b), b"2").unwrap();
+        let s = scan_now(d.path(), &SyncedTree::new());
+        assert!(s.skipped.contains(path), "{path:?} is not skipped");
+        assert_eq!(s.errors.len(), 1, "{:?}", s.errors);
+        assert!(
+            s.errors[0]
+                .to_string()
+                .contains("normalise to the same path")
+        );
+        assert!(s.tree.contains_key("first"));
+        assert_eq!(s.disk_path("first"), Some(d.path().join("first")));
+    }
+}
+
 fn scan_region_now(root: &Path, paths: &[&str], synced: &SyncedTree) -> Scanned {
     let region = Region::new(paths);
     rt().block_on(scan_region(
