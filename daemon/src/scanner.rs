@@ -131,9 +131,8 @@ impl Region {
 /// One walked entry before hashing.
 struct Walked {
     path: String,
-    disk: PathBuf,
-    /// The name on disk is not the path (not NFC): `disk` is not `root/path`.
-    unusual: bool,
+    /// Where it is on disk when that is not `root/path` (a name that is not NFC).
+    unusual: Option<PathBuf>,
     stat: Stat,
     kind: WalkedKind,
 }
@@ -225,8 +224,8 @@ pub async fn scan_region(
                 }
             }
         };
-        if w.unusual {
-            out.disk.insert(w.path.clone(), w.disk);
+        if let Some(disk) = w.unusual {
+            out.disk.insert(w.path.clone(), disk);
         }
         entries.push((
             w.path,
@@ -240,7 +239,7 @@ pub async fn scan_region(
     let mut hashed = futures::stream::iter(to_hash.into_iter().map(|w| {
         let pb = progress.clone();
         async move {
-            let disk = w.disk.clone();
+            let disk = w.unusual.clone().unwrap_or_else(|| root.join(&w.path));
             let before = w.stat;
             let res = tokio::task::spawn_blocking(move || hash_file(&disk, before, params)).await;
             pb.inc(before.size);
@@ -253,8 +252,8 @@ pub async fn scan_region(
             Ok(Ok((chunks, content_id))) => {
                 out.bytes_hashed += w.stat.size;
                 out.chunks.insert(w.path.clone(), chunks);
-                if w.unusual {
-                    out.disk.insert(w.path.clone(), w.disk);
+                if let Some(disk) = w.unusual {
+                    out.disk.insert(w.path.clone(), disk);
                 }
                 let content = Content::File {
                     id: content_id,
@@ -448,7 +447,10 @@ fn walk(root: &Path, region: Option<&Region>) -> Result<Walk> {
             continue;
         }
         if seen.is_none() && path != rel {
-            let so_far = out.iter().map(|w| (w.path.clone(), w.disk.clone()));
+            let so_far = out.iter().map(|w| {
+                let disk = w.unusual.clone().unwrap_or_else(|| root.join(&w.path));
+                (w.path.clone(), disk)
+            });
             seen = Some(so_far.chain(passed.drain(..)).collect());
         }
         if let Some(other) = seen.as_mut().and_then(|s| s.insert(path.clone(), disk.clone())) {
@@ -465,10 +467,10 @@ fn walk(root: &Path, region: Option<&Region>) -> Result<Walk> {
         stats += 1;
         match stat_entry(&disk) {
             Ok(Some((kind, stat))) => {
+                // A usual name's disk path is dropped here: `root/path` again when needed.
                 out.push(Walked {
-                    unusual: path != rel,
+                    unusual: (path != rel).then_some(disk),
                     path,
-                    disk,
                     stat,
                     kind,
                 });
