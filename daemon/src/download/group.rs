@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cairn_proto::{ContentId, Version, pb};
@@ -34,6 +35,10 @@ const MAX_SPAN: u64 = 4 << 20;
 /// Bytes no file of the group wants that a GET may read through rather than split in two:
 /// a request costs 3–44 ms on Garage, 256 KiB of extra transfer far less.
 const MAX_GAP: u64 = 256 << 10;
+/// A large file's temp file is flushed (fdatasync) each time this much more has been written to
+/// it. Without it the whole file waited for its one fsync at the end: 1.25 s of a 5.1 s pull of
+/// 4 × 256 MiB (measured by leaving the fsync out; docs/BENCHMARKS.md).
+const WRITEBACK: u64 = 32 << 20;
 
 /// A file of the group, its manifest checked against its content id and size.
 pub(super) struct Target {
@@ -61,6 +66,8 @@ struct Slot {
     sink: Sink,
     /// The first thing that went wrong for this file; it is then not installed.
     failed: Mutex<Option<String>>,
+    /// Bytes written to the temp file since its last early flush (see [`WRITEBACK`]).
+    unsynced: AtomicU64,
 }
 
 impl Slot {
@@ -85,7 +92,18 @@ impl Slot {
                 buf[at as usize..at as usize + bytes.len()].copy_from_slice(bytes);
                 Ok(())
             }
-            Sink::Temp { file, .. } => file.write_all_at(bytes, at),
+            Sink::Temp { file, .. } => {
+                file.write_all_at(bytes, at)?;
+                let len = bytes.len() as u64;
+                // Flush as the file fills, so that its fsync before the rename finds little
+                // left to write: the disk works while the network does.
+                if self.unsynced.fetch_add(len, Ordering::Relaxed) + len >= WRITEBACK
+                    && self.unsynced.swap(0, Ordering::Relaxed) >= WRITEBACK
+                {
+                    file.sync_data()?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -149,10 +167,12 @@ impl Pull<'_> {
                     Ok(sink) => Slot {
                         sink,
                         failed: Mutex::new(None),
+                        unsynced: AtomicU64::new(0),
                     },
                     Err(e) => Slot {
                         sink: Sink::Memory(Mutex::new(Vec::new())),
                         failed: Mutex::new(Some(e.to_string())),
+                        unsynced: AtomicU64::new(0),
                     },
                 }
             })
