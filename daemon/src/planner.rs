@@ -137,10 +137,14 @@ fn union<'a>(
         synced.iter().peekable(),
     );
     std::iter::from_fn(move || {
-        let path: &String = [l.peek().map(|e| e.0), r.peek().map(|e| e.0), s.peek().map(|e| e.0)]
-            .into_iter()
-            .flatten()
-            .min()?;
+        let path: &String = [
+            l.peek().map(|e| e.0),
+            r.peek().map(|e| e.0),
+            s.peek().map(|e| e.0),
+        ]
+        .into_iter()
+        .flatten()
+        .min()?;
         let le = l.next_if(|(p, _)| *p == path).map(|(_, e)| e);
         let re = r.next_if(|(p, _)| *p == path).map(|(_, e)| e);
         let se = s.next_if(|(p, _)| *p == path).map(|(_, e)| e);

@@ -63,7 +63,10 @@ pub fn warnings<'a>(paths: impl IntoIterator<Item = &'a str>) -> Vec<Error> {
 /// [`case_fold_key`], without its two allocations for the common name that is ASCII and lower
 /// case already (its own key).
 fn fold_key(name: &str) -> Cow<'_, str> {
-    if name.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
+    if name
+        .bytes()
+        .all(|b| b.is_ascii() && !b.is_ascii_uppercase())
+    {
         Cow::Borrowed(name)
     } else {
         Cow::Owned(case_fold_key(name))

@@ -453,7 +453,10 @@ fn walk(root: &Path, region: Option<&Region>) -> Result<Walk> {
             });
             seen = Some(so_far.chain(passed.drain(..)).collect());
         }
-        if let Some(other) = seen.as_mut().and_then(|s| s.insert(path.clone(), disk.clone())) {
+        if let Some(other) = seen
+            .as_mut()
+            .and_then(|s| s.insert(path.clone(), disk.clone()))
+        {
             skipped.insert(path.clone());
             errors.push(Error::path(
                 path,

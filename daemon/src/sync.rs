@@ -422,7 +422,8 @@ impl FolderSync {
         // devices that may upload ask; a failure waits for the next full scan.
         let may_upload = !matches!(pb::Role::try_from(self.info.role), Ok(pb::Role::View));
         if may_upload {
-            match crate::heal::heal(&self.remote, &self.root, || Ok(&synced_all), self.params).await {
+            match crate::heal::heal(&self.remote, &self.root, || Ok(&synced_all), self.params).await
+            {
                 Ok(h) if h.healed > 0 => {
                     tracing::info!(chunks = h.healed, "uploaded chunks the server had lost")
                 }
