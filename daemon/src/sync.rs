@@ -29,7 +29,7 @@ use crate::ignore_rules::IgnoreRules;
 use crate::planner::{Op, moves, plan};
 use crate::reconcile::reconcile;
 use crate::remote::Remote;
-use crate::scanner::{MARKER, Region, Scanned, TMP_PREFIX, scan, scan_region};
+use crate::scanner::{MARKER, Region, Scanned, scan, scan_region};
 use crate::state::{FolderId, State};
 use crate::status::{FolderStatus, PathError, SyncState};
 use crate::tree::{Content, RemoteEntry, RemoteTree, SyncedTree};
@@ -106,8 +106,6 @@ impl FolderSync {
         events: Events,
     ) -> Result<Self> {
         let state = State::open(&cfg.dirs.state_db())?;
-        // This task alone writes into the folder: what an earlier, killed one left goes first.
-        remove_stale_temps(&root);
         let (remote, info, remote_tree, head, errors) = open_remote(cfg, &namespace).await?;
         for e in errors {
             events.emit("error", json!({ "folder": root, "error": e.to_string() }));
@@ -874,35 +872,14 @@ fn left(ops: &[Op], scanned: &crate::scanner::Scanned, remote: &RemoteTree) -> (
 
 /// Temp files a scan passed: no write is in flight between rounds (this task is the folder's
 /// one writer), so they are debris of a round that failed to clean up (a disk that failed the
-/// unlink too) or of a killed run.
+/// unlink too) or of a killed run. The first round after a start scans the whole folder, so a
+/// killed run's debris goes then.
 fn remove_temps(paths: Vec<std::path::PathBuf>) {
     for p in paths {
         if let Err(e) = std::fs::remove_file(&p)
             && e.kind() != std::io::ErrorKind::NotFound
         {
             tracing::warn!("cannot remove the stale temp file {}: {e}", p.display());
-        }
-    }
-}
-
-/// Temp files left by a killed run are never at a target path, but they waste space: remove them.
-fn remove_stale_temps(root: &std::path::Path) {
-    let walker = ignore::WalkBuilder::new(root)
-        .standard_filters(false)
-        .follow_links(false)
-        .build();
-    for entry in walker.flatten() {
-        if entry
-            .file_name()
-            .to_str()
-            .is_some_and(|n| n.starts_with(TMP_PREFIX))
-            && entry.file_type().is_some_and(|t| !t.is_dir())
-            && let Err(e) = std::fs::remove_file(entry.path())
-        {
-            tracing::warn!(
-                "cannot remove the stale temp file {}: {e}",
-                entry.path().display()
-            );
         }
     }
 }
