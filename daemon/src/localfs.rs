@@ -210,28 +210,7 @@ pub enum Current {
 }
 
 pub fn current(disk: &Path, synced: Option<&SyncedEntry>) -> Result<Current> {
-    let md = match std::fs::symlink_metadata(disk) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Current::Absent),
-        Err(e) => return Err(Error::io(disk, e)),
-    };
-    let Some(s) = synced else {
-        return Ok(Current::Different);
-    };
-    let ft = md.file_type();
-    let same = match &s.content {
-        Content::File { .. } => ft.is_file() && same_stat(s.stat, stat_of(&md)),
-        Content::Dir => ft.is_dir(),
-        Content::Symlink(t) => {
-            ft.is_symlink()
-                && std::fs::read_link(disk).is_ok_and(|l| l.to_str() == Some(t.as_str()))
-        }
-    };
-    Ok(if same {
-        Current::AsSynced
-    } else {
-        Current::Different
-    })
+    current_as_scanned(disk, synced, None)
 }
 
 /// [`current`], for an executor about to act on what a round's scan saw. A file whose stat moved
@@ -244,15 +223,33 @@ pub fn current_as_scanned(
     synced: Option<&SyncedEntry>,
     scanned: Option<&LocalEntry>,
 ) -> Result<Current> {
-    let now = current(disk, synced)?;
-    let (Current::Different, Some(s), Some(l)) = (&now, synced, scanned) else {
-        return Ok(now);
+    let md = match std::fs::symlink_metadata(disk) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Current::Absent),
+        Err(e) => return Err(Error::io(disk, e)),
     };
-    let unchanged = matches!(s.content, Content::File { .. })
-        && l.content == s.content
-        && std::fs::symlink_metadata(disk)
-            .is_ok_and(|md| md.file_type().is_file() && same_stat(l.stat, stat_of(&md)));
-    Ok(if unchanged { Current::AsSynced } else { now })
+    let Some(s) = synced else {
+        return Ok(Current::Different);
+    };
+    let ft = md.file_type();
+    let same = match &s.content {
+        Content::File { .. } => {
+            let now = stat_of(&md);
+            ft.is_file()
+                && (same_stat(s.stat, now)
+                    || scanned.is_some_and(|l| l.content == s.content && same_stat(l.stat, now)))
+        }
+        Content::Dir => ft.is_dir(),
+        Content::Symlink(t) => {
+            ft.is_symlink()
+                && std::fs::read_link(disk).is_ok_and(|l| l.to_str() == Some(t.as_str()))
+        }
+    };
+    Ok(if same {
+        Current::AsSynced
+    } else {
+        Current::Different
+    })
 }
 
 pub fn same_stat(a: Stat, b: Stat) -> bool {
