@@ -35,14 +35,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-scripts/garage.sh start "$work/garage"
-set -a; . "$work/garage/env"; set +a
-
-# rclone's and restic's S3 clients refuse or misread AWS_CA_BUNDLE (NOTES.md); plain http here.
-rclone_cmd=(env -u AWS_CA_BUNDLE RCLONE_CONFIG_G_TYPE=s3 RCLONE_CONFIG_G_PROVIDER=Other
-  RCLONE_CONFIG_G_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID" RCLONE_CONFIG_G_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY"
-  RCLONE_CONFIG_G_ENDPOINT="http://$GARAGE_S3_ADDR" RCLONE_CONFIG_G_REGION=garage RCLONE_CONFIG_G_FORCE_PATH_STYLE=true
-  rclone)
+. scripts/lib/bench-garage.sh
+bench_garage_start
 
 # Prints the wall seconds of a command (its output goes to $work/cmd.*; a failure stops the run).
 seconds() {
@@ -56,16 +50,7 @@ seconds() {
 # A fresh cairn-server on a fresh bucket; sets CAIRN_SERVER and CAIRN_TOKEN.
 start_server() { # BIN_DIR
   stop_server
-  local bucket db=$work/server-$RANDOM.db
-  bucket=$(scripts/garage.sh bucket "$work/garage")
-  "$1/cairn-server" serve --listen 127.0.0.1:0 --db "$db" \
-    --store "s3://$bucket?endpoint=http://$GARAGE_S3_ADDR&region=garage" > "$work/server.out" 2> "$work/server.log" &
-  server_pid=$!
-  for _ in $(seq 1 400); do grep -q '^listening on' "$work/server.out" 2> /dev/null && break; sleep 0.05; done
-  export CAIRN_SERVER=http://$(sed -n 's/^listening on //p' "$work/server.out")
-  "$1/cairn-server" namespace create bench --db "$db"
-  CAIRN_TOKEN=$("$1/cairn-server" token create --namespace bench --device bench --db "$db")
-  export CAIRN_TOKEN
+  bench_server_start "$1/cairn-server" "$work/server-$RANDOM.db" token
 }
 
 stop_server() {

@@ -30,26 +30,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-scripts/garage.sh start "$work/garage"
-set -a; . "$work/garage/env"; set +a
-bucket=$(scripts/garage.sh bucket "$work/garage")
+. scripts/lib/bench-garage.sh
+bench_garage_start
 rbucket=$(scripts/garage.sh bucket "$work/garage")
-
-"$server" serve --listen 127.0.0.1:0 --db "$work/server.db" \
-  --store "s3://$bucket?endpoint=http://$GARAGE_S3_ADDR&region=garage" > "$work/server.out" 2> "$work/server.log" &
-server_pid=$!
-for _ in $(seq 1 200); do grep -q '^listening on' "$work/server.out" 2> /dev/null && break; sleep 0.05; done
-addr=$(sed -n 's/^listening on //p' "$work/server.out")
-"$server" namespace create bench --db "$work/server.db"
-export CAIRN_SERVER=http://$addr
-CAIRN_TOKEN=$("$server" token create --namespace bench --device bench --db "$work/server.db")
-export CAIRN_TOKEN
-
-# rclone's S3 backend refuses to start with AWS_CA_BUNDLE set (NOTES.md); plain http here.
-rclone_cmd=(env -u AWS_CA_BUNDLE RCLONE_CONFIG_G_TYPE=s3 RCLONE_CONFIG_G_PROVIDER=Other
-  RCLONE_CONFIG_G_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID" RCLONE_CONFIG_G_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY"
-  RCLONE_CONFIG_G_ENDPOINT="http://$GARAGE_S3_ADDR" RCLONE_CONFIG_G_REGION=garage RCLONE_CONFIG_G_FORCE_PATH_STYLE=true
-  rclone)
+bench_server_start "$server" "$work/server.db" token
 
 # Runs a command under GNU time; prints "seconds peak_rss_kib".
 measure() {
