@@ -117,13 +117,17 @@ pub(crate) async fn open_remote(
 )> {
     let remote = Remote::connect(cfg, namespace).await?;
     let info = remote.get_namespace().await?;
-    let (tree, head, errors) = remote_tree(&remote).await?;
+    let (tree, head, errors) = remote_tree(&remote, 0).await?;
     Ok((remote, info, tree, head, errors))
 }
 
 /// The server's tree and the log head. Entries with unusable paths are left out and reported.
-pub(crate) async fn remote_tree(remote: &Remote) -> Result<(RemoteTree, Seq, Vec<Error>)> {
-    let mut entries = Vec::new();
+/// `expect`: about how many entries there are (e.g. the synced tree's size), room made up front.
+pub(crate) async fn remote_tree(
+    remote: &Remote,
+    expect: usize,
+) -> Result<(RemoteTree, Seq, Vec<Error>)> {
+    let mut entries = Vec::with_capacity(expect);
     let mut errors = Vec::new();
     let head = remote
         .list_tree(|page| {
@@ -194,23 +198,24 @@ pub async fn push(
     let remote = Remote::connect(cfg, namespace).await?;
     let info = remote.get_namespace().await?;
     let params = params_of(&info)?;
+    let state = State::open(&cfg.dirs.state_db())?;
+    let folder = state.folder(&root, namespace, &cfg.server)?;
+    let synced = state.synced(folder)?;
     // The server's tree is listed while the disk is scanned: one waits on the server, the other
     // on the disk. Neither reads the other, so this is the sequential order's result, sooner.
     let listing = tokio::spawn({
-        let remote = remote.clone();
-        async move { remote_tree(&remote).await }
+        let (remote, expect) = (remote.clone(), synced.len() + synced.len() / 64);
+        async move { remote_tree(&remote, expect).await }
     });
     let local = async {
-        let state = State::open(&cfg.dirs.state_db())?;
-        let folder = state.folder(&root, namespace, &cfg.server)?;
-        let synced = state.synced(folder)?;
         let hash_bar = ui.bar("hashing");
         let scanned = scan(&root, &synced, params, workers(), &hash_bar).await?;
         hash_bar.finish_and_clear();
-        Ok::<_, Error>((state, folder, synced, scanned))
+        Ok::<_, Error>(scanned)
     }
     .await;
-    let (mut state, folder, mut synced, mut scanned) = match local {
+    let (mut state, mut synced) = (state, synced);
+    let mut scanned = match local {
         Ok(l) => l,
         Err(e) => {
             listing.abort();
@@ -306,10 +311,14 @@ pub async fn pull(
     allow_deletes: bool,
 ) -> Result<PullSummary> {
     let started = Instant::now();
-    let (remote, info, remote_tree, head, mut errors) = open_remote(cfg, namespace).await?;
+    let remote = Remote::connect(cfg, namespace).await?;
+    let info = remote.get_namespace().await?;
+    let params = params_of(&info)?;
     // Like `rclone copy` or `git clone`: a missing target folder is created, but only once the
-    // server has answered, so a failed pull leaves nothing behind.
-    if !dir.exists() {
+    // server has answered, and removed again if the listing then fails: a failed pull leaves
+    // nothing behind.
+    let created = !dir.exists();
+    if created {
         std::fs::create_dir_all(dir).map_err(|e| {
             Error::Config(format!(
                 "cannot create folder {}: {e} — check the path and permissions",
@@ -318,13 +327,37 @@ pub async fn pull(
         })?;
     }
     let root = canonical_root(dir)?;
-    let params = params_of(&info)?;
     let mut state = State::open(&cfg.dirs.state_db())?;
     let folder = state.folder(&root, namespace, &cfg.server)?;
     let mut synced = state.synced(folder)?;
+    // The server's tree is listed while the disk is scanned, as in `push`.
+    let listing = tokio::spawn({
+        let (remote, expect) = (remote.clone(), synced.len() + synced.len() / 64);
+        async move { remote_tree(&remote, expect).await }
+    });
     let hash_bar = ui.bar("scanning");
-    let mut scanned = scan(&root, &synced, params, workers(), &hash_bar).await?;
+    let scanned = scan(&root, &synced, params, workers(), &hash_bar).await;
     hash_bar.finish_and_clear();
+    let listed = if scanned.is_ok() {
+        listing
+            .await
+            .map_err(|e| Error::Protocol(format!("listing the server's tree failed: {e}")))
+            .and_then(|l| l)
+    } else {
+        listing.abort();
+        // Not reported: the scan's error below is.
+        Err(Error::Protocol("the listing was stopped".into()))
+    };
+    let (mut scanned, (remote_tree, head, mut errors)) = match (scanned, listed) {
+        (Ok(s), Ok(l)) => (s, l),
+        (Err(e), _) | (_, Err(e)) => {
+            if created {
+                // Only an empty folder goes: whatever else appeared in it stays.
+                let _ = std::fs::remove_dir(dir);
+            }
+            return Err(e);
+        }
+    };
     errors.append(&mut scanned.errors);
     let trees = (&scanned.tree, &remote_tree);
     reconcile(&remote, &mut state, folder, trees, &mut synced).await?;

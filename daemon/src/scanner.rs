@@ -180,8 +180,15 @@ pub async fn scan_region(
 ) -> Result<Scanned> {
     let root_owned = root.to_owned();
     let region = region.cloned();
+    // A full walk finds about as many entries as were synced: room for them up front spares
+    // the doubling copies of a growing list (and the holes they leave in the heap).
+    let expect = if region.is_none() {
+        synced.len() + synced.len() / 64
+    } else {
+        0
+    };
     let (walked, errors, skipped, incomplete, stat_calls, temps) =
-        tokio::task::spawn_blocking(move || walk(&root_owned, region.as_ref()))
+        tokio::task::spawn_blocking(move || walk(&root_owned, region.as_ref(), expect))
             .await
             .map_err(|e| Error::Protocol(format!("scanner thread failed: {e}")))??;
     let mut out = Scanned {
@@ -362,7 +369,7 @@ pub fn rel_key(root: &Path, disk: &Path) -> Option<String> {
     ))
 }
 
-fn walk(root: &Path, region: Option<&Region>) -> Result<Walk> {
+fn walk(root: &Path, region: Option<&Region>, expect: usize) -> Result<Walk> {
     let md = std::fs::metadata(root).map_err(|e| Error::io(root, e))?;
     if !md.is_dir() {
         return Err(Error::Config(format!(
@@ -403,7 +410,7 @@ fn walk(root: &Path, region: Option<&Region>) -> Result<Walk> {
             }
         })
         .build();
-    let mut out: Vec<Walked> = Vec::new();
+    let mut out: Vec<Walked> = Vec::with_capacity(expect);
     let mut errors = Vec::new();
     // Two names on disk can only share one path when one of them is not NFC. Until the walk
     // meets such a name, `seen` stays unbuilt (a map of every path costs a tenth of the walk);
