@@ -109,9 +109,10 @@ fn tables() -> (&'static [u64; 256], &'static [u64; 256]) {
     (table(gear), table(gear_ls))
 }
 
-/// Pairs per lane block for `mask`: 1/16 of the mean distance between hits (in bytes), so a group
-/// of lanes spans about an eighth of it and a hit rarely strands much work in the earlier lanes.
-/// Under [`MIN_BLOCK`], hits are too close for lanes to pay off.
+/// Pairs per lane block for `mask`: the mean distance between hits (2^popcount bytes) / 16, so a
+/// block is 1/8 and a group of LANES blocks 1/2 of it (at most 4096 pairs, see `search`): a hit
+/// rarely strands much work in the earlier lanes. Under [`MIN_BLOCK`], hits are too close for
+/// lanes to pay off.
 fn block_pairs(mask: u64) -> usize {
     (1usize << mask.count_ones().min(40)) / 16
 }
