@@ -114,7 +114,7 @@ fn tables() -> (&'static [u64; 256], &'static [u64; 256]) {
 /// rarely strands much work in the earlier lanes. Under [`MIN_BLOCK`], hits are too close for
 /// lanes to pay off.
 fn block_pairs(mask: u64) -> usize {
-    (1usize << mask.count_ones().min(40)) / 16
+    usize::try_from((1u64 << mask.count_ones().min(40)) / 16).unwrap_or(usize::MAX)
 }
 
 struct Scan<'a> {
