@@ -9,6 +9,8 @@ use std::thread;
 use cairn_proto::{ChunkId, ContentId, content_id_of};
 use fastcdc::v2020::{FastCDC, Normalization};
 
+mod gear;
+
 /// FastCDC v2020 size limits in bytes. All three must be even, `min <= avg <= max`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChunkParams {
@@ -197,9 +199,20 @@ pub fn cdc(data: &[u8], params: ChunkParams) -> FastCDC<'_> {
     )
 }
 
-/// The cut points of `data` as ranges, the last one ending at `data.len()`.
+/// The cut points of `data` as ranges, the last one ending at `data.len()`: exactly [`cdc`]'s
+/// chunks, found by [`gear::Cutter`] (the same search, hashed as several lanes at once).
 fn cut_points(data: &[u8], params: ChunkParams) -> impl Iterator<Item = Range<usize>> + '_ {
-    cdc(data, params).map(|c| c.offset..c.offset + c.length)
+    let cutter = gear::Cutter::new(params);
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        let rest = &data[start..];
+        if rest.is_empty() {
+            return None;
+        }
+        let chunk = start..start + cutter.cut(rest);
+        start = chunk.end;
+        Some(chunk)
+    })
 }
 
 /// Reads into `buf[filled..]` until it is full or the reader is exhausted.
