@@ -9,8 +9,6 @@ use std::thread;
 use cairn_proto::{ChunkId, ContentId, content_id_of};
 use fastcdc::v2020::{FastCDC, Normalization};
 
-mod gear;
-
 /// FastCDC v2020 size limits in bytes. All three must be even, `min <= avg <= max`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChunkParams {
@@ -186,7 +184,7 @@ impl Tuning {
 /// use the same. Level 2 keeps chunk sizes closer to the average than the crate's default (level
 /// 1): measured over 200 random 20 MiB files (docs/ARCHITECTURE.md), appending 1 MiB re-cut into
 /// at most 2 new chunks in 98% of cases instead of 87%, and a 100-byte insert still costs 1 chunk.
-pub const NORMALIZATION: Normalization = Normalization::Level2;
+pub const NORMALIZATION: Normalization = cairn_cdc::NORMALIZATION;
 
 /// FastCDC v2020 over `data` with the namespace's sizes and [`NORMALIZATION`].
 pub fn cdc(data: &[u8], params: ChunkParams) -> FastCDC<'_> {
@@ -200,9 +198,13 @@ pub fn cdc(data: &[u8], params: ChunkParams) -> FastCDC<'_> {
 }
 
 /// The cut points of `data` as ranges, the last one ending at `data.len()`: exactly [`cdc`]'s
-/// chunks, found by [`gear::Cutter`] (the same search, hashed as several lanes at once).
+/// chunks, found by [`cairn_cdc::Cutter`] (the same search, hashed as several lanes at once).
 fn cut_points(data: &[u8], params: ChunkParams) -> impl Iterator<Item = Range<usize>> + '_ {
-    let cutter = gear::Cutter::new(params);
+    let cutter = cairn_cdc::Cutter::new(cairn_cdc::ChunkParams {
+        min: params.min,
+        avg: params.avg,
+        max: params.max,
+    });
     let mut start = 0;
     std::iter::from_fn(move || {
         let rest = &data[start..];

@@ -1,4 +1,4 @@
-//! The FastCDC v2020 cut-point search of the `fastcdc` crate (5.0.0, `v2020::FastCDC`), same
+//! Cairn's content-defined chunking: the FastCDC v2020 cut-point search of the `fastcdc` crate (5.0.0, `v2020::FastCDC`), same
 //! cuts, run as several independent lanes at once.
 //!
 //! The crate hashes from `min` on, two bytes a step: `h = (h << 2) + GEAR_LS[b0]`, tested against
@@ -13,9 +13,22 @@
 use std::borrow::Cow;
 use std::ops::ControlFlow;
 
-use fastcdc::v2020::{get_gear_with_seed, select_masks};
+use fastcdc::v2020::{Normalization, get_gear_with_seed, select_masks};
 
-use super::{ChunkParams, NORMALIZATION};
+/// A crate of its own so that it is optimised in every build profile: this loop is the hot path
+/// of every push, and unoptimised it is 20× slower, which tests that push tens of MiB feel.
+///
+/// FastCDC v2020 size limits in bytes: all three even, `min <= avg <= max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkParams {
+    pub min: u32,
+    pub avg: u32,
+    pub max: u32,
+}
+
+/// FastCDC's normalization level for [`Cutter::new`]: part of the chunking scheme like the sizes
+/// (the daemon's `chunker::NORMALIZATION` says which and why).
+pub const NORMALIZATION: Normalization = Normalization::Level2;
 
 /// Lanes hashed side by side. Four keep all hashes, pointers and masks in registers.
 const LANES: usize = 4;
@@ -27,7 +40,7 @@ const MIN_BLOCK: usize = 64;
 /// Finds cut points exactly where `fastcdc::v2020::FastCDC` (5.0.0) with the same sizes and
 /// [`NORMALIZATION`] does.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Cutter {
+pub struct Cutter {
     min: usize,
     avg: usize,
     max: usize,
@@ -38,7 +51,7 @@ pub(super) struct Cutter {
 }
 
 impl Cutter {
-    pub(super) fn new(params: ChunkParams) -> Self {
+    pub fn new(params: ChunkParams) -> Self {
         let (mask_s, mask_l) = select_masks(params.avg as usize, NORMALIZATION);
         Self::with_masks(
             params.min as usize,
@@ -64,7 +77,7 @@ impl Cutter {
     }
 
     /// Length of the first chunk of `source`: all of it when it is at most `min` long.
-    pub(super) fn cut(&self, source: &[u8]) -> usize {
+    pub fn cut(&self, source: &[u8]) -> usize {
         let len = source.len();
         if len <= self.min {
             return len;
@@ -233,6 +246,15 @@ impl Scan<'_> {
 
 #[cfg(test)]
 mod tests_support {
+    use super::ChunkParams;
+
+    /// Cairn's default sizes: 512 KiB / 1 MiB / 4 MiB.
+    pub(super) const DEFAULT: ChunkParams = ChunkParams {
+        min: 512 << 10,
+        avg: 1 << 20,
+        max: 4 << 20,
+    };
+
     /// Deterministic bytes: xorshift64* from `seed`.
     pub(super) fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
         let mut s = seed | 1;
@@ -253,7 +275,7 @@ mod tests {
     use fastcdc::v2020::{self, FastCDC};
     use proptest::prelude::*;
 
-    use super::tests_support::pseudo_random;
+    use super::tests_support::{DEFAULT, pseudo_random};
     use super::*;
 
     /// The chunker tests' small sizes.
@@ -419,7 +441,7 @@ mod tests {
     /// Lengths at and around `min`, `avg` and `max`, odd and even, for each kind of input.
     #[test]
     fn cuts_match_the_crate_at_the_size_edges() {
-        for p in [TINY, SMALL, ChunkParams::DEFAULT] {
+        for p in [TINY, SMALL, DEFAULT] {
             let (min, avg, max) = (p.min as usize, p.avg as usize, p.max as usize);
             let mut lens = vec![0, 1, 2, 3, 2 * max + 1, 3 * max - 1];
             for edge in [min, avg, max] {
@@ -442,7 +464,7 @@ mod tests {
     /// The production sizes over inputs with many cuts, including hits inside lane warm-ups.
     #[test]
     fn default_sizes_cut_like_the_crate() {
-        let p = ChunkParams::DEFAULT;
+        let p = DEFAULT;
         for kind in 0..5 {
             let data = input(kind, 20 << 20, 7 + u64::from(kind));
             same_cuts(&data, p).unwrap();
@@ -450,8 +472,8 @@ mod tests {
     }
 }
 
-/// The cut search alone, crate against [`Cutter`], no hashing: `cargo test --release -p cairn
-/// chunker::gear::bench -- --ignored --nocapture` (256 MiB pseudo-random; best of 5 each).
+/// The cut search alone, crate against [`Cutter`], no hashing: `cargo test --release -p cairn-cdc
+/// bench -- --ignored --nocapture` (256 MiB pseudo-random; best of 5 each).
 #[cfg(test)]
 mod bench {
     use std::time::{Duration, Instant};
@@ -475,14 +497,23 @@ mod bench {
     fn cut_search_alone() {
         let data = pseudo_random(256 << 20, 1);
         for p in [
-            ChunkParams::DEFAULT,
+            super::tests_support::DEFAULT,
             ChunkParams {
                 min: 2048,
                 avg: 8192,
                 max: 32768,
             },
         ] {
-            let (theirs, n) = best_of_5(|| super::super::cdc(&data, p).count());
+            let (theirs, n) = best_of_5(|| {
+                fastcdc::v2020::FastCDC::with_level(
+                    &data,
+                    p.min as usize,
+                    p.avg as usize,
+                    p.max as usize,
+                    NORMALIZATION,
+                )
+                .count()
+            });
             let cutter = Cutter::new(p);
             let (ours, m) = best_of_5(|| {
                 let (mut rest, mut chunks) = (&data[..], 0);
