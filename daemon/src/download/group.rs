@@ -160,6 +160,18 @@ impl Pull<'_> {
                 } else {
                     localfs::ensure_parents(self.root, &t.rel).and_then(|dir| {
                         let (tmp, file) = dir.create_temp()?;
+                        // The file's blocks are reserved before a byte is fetched: a disk too
+                        // full for it says so now, not after the download, and the spans that
+                        // land out of order fill blocks already laid out.
+                        if let Err(e) = reserve(&file, t.meta.size) {
+                            let _ = dir.remove(&tmp, false);
+                            return Err(Error::Config(format!(
+                                "cannot reserve {} bytes for it in {}: {e}; free space there \
+                                 and pull again",
+                                t.meta.size,
+                                dir.path().display()
+                            )));
+                        }
                         Ok(Sink::Temp { dir, tmp, file })
                     })
                 };
@@ -380,4 +392,16 @@ fn fail_all(targets: &[Target], why: &str) -> Vec<Result<Written>> {
         .iter()
         .map(|t| Err(Error::path(&t.path, why)))
         .collect()
+}
+
+/// Allocates `size` bytes to `file` up front (`fallocate`). Filesystems that cannot (vfat over
+/// FUSE, tmpfs on old kernels) just skip it; only a real refusal, a full disk or quota, is an
+/// error.
+fn reserve(file: &std::fs::File, size: u64) -> std::io::Result<()> {
+    use rustix::fs::{FallocateFlags, fallocate};
+    match fallocate(file, FallocateFlags::empty(), 0, size) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOSYS) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
