@@ -12,7 +12,24 @@ use clap::Parser;
 mod debug;
 mod quickstart;
 
+/// Fixes glibc's mmap threshold at 4 MiB. Left alone, glibc raises it to the largest block freed
+/// so far (up to 32 MiB), after which the big lists of a scan or a listing (10 MB and more for
+/// 100k files) are carved from per-thread heaps that keep their pages once freed: a no-change push
+/// of 100k files peaked at 92 MiB, 70 MiB with the threshold fixed (docs/BENCHMARKS.md, B6).
+/// Blocks under 4 MiB (read buffers reused file after file) stay in the heap.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn tune_allocator() {
+    // SAFETY: mallopt only sets an allocator tunable, which glibc allows at any time from any
+    // thread; it takes no pointers. A refusal (0) keeps the default: more memory, nothing else.
+    let _ = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20) };
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() {}
+
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     init_logging(&cli);
     let code = match run(cli) {
