@@ -15,9 +15,9 @@ use crate::guard::{self, Held};
 use crate::planner::{Op, plan};
 use crate::reconcile::reconcile;
 use crate::remote::Remote;
-use crate::scanner::scan;
-use crate::state::State;
-use crate::tree::{RemoteEntry, RemoteTree};
+use crate::scanner::{Scanned, scan};
+use crate::state::{FolderId, State};
+use crate::tree::{RemoteEntry, RemoteTree, SyncedTree};
 use crate::upload::Push;
 
 /// Output settings.
@@ -186,6 +186,61 @@ pub(crate) fn workers() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
+/// What a one-shot push or pull plans from.
+struct Sides {
+    state: State,
+    folder: FolderId,
+    synced: SyncedTree,
+    scanned: Scanned,
+    remote_tree: RemoteTree,
+    head: Seq,
+    /// The listing's and the scan's per-path errors.
+    errors: Vec<Error>,
+}
+
+/// Scans `root` against its synced tree while the server's tree is listed: one waits on the
+/// disk, the other on the server. Neither reads the other, so this is the sequential order's
+/// result, sooner.
+async fn scan_beside_listing(
+    cfg: &Config,
+    remote: &Remote,
+    root: &Path,
+    namespace: &str,
+    params: ChunkParams,
+    bar: ProgressBar,
+) -> Result<Sides> {
+    let state = State::open(&cfg.dirs.state_db())?;
+    let folder = state.folder(root, namespace, &cfg.server)?;
+    let synced = state.synced(folder)?;
+    let listing = tokio::spawn({
+        // About as many entries as were synced: room for them up front.
+        let (remote, expect) = (remote.clone(), synced.len() + synced.len() / 64);
+        async move { remote_tree(&remote, expect).await }
+    });
+    let scanned = scan(root, &synced, params, workers(), &bar).await;
+    bar.finish_and_clear();
+    let mut scanned = match scanned {
+        Ok(s) => s,
+        Err(e) => {
+            listing.abort();
+            return Err(e);
+        }
+    };
+    let (remote_tree, head, mut errors) = listing
+        .await
+        .map_err(|e| Error::Protocol(format!("listing the server's tree failed: {e}")))??;
+    errors.append(&mut scanned.errors);
+    Ok(Sides {
+        state,
+        folder,
+        synced,
+        scanned,
+        remote_tree,
+        head,
+        errors,
+    })
+}
+
 pub async fn push(
     cfg: &Config,
     dir: &Path,
@@ -198,34 +253,15 @@ pub async fn push(
     let remote = Remote::connect(cfg, namespace).await?;
     let info = remote.get_namespace().await?;
     let params = params_of(&info)?;
-    let state = State::open(&cfg.dirs.state_db())?;
-    let folder = state.folder(&root, namespace, &cfg.server)?;
-    let synced = state.synced(folder)?;
-    // The server's tree is listed while the disk is scanned: one waits on the server, the other
-    // on the disk. Neither reads the other, so this is the sequential order's result, sooner.
-    let listing = tokio::spawn({
-        let (remote, expect) = (remote.clone(), synced.len() + synced.len() / 64);
-        async move { remote_tree(&remote, expect).await }
-    });
-    let local = async {
-        let hash_bar = ui.bar("hashing");
-        let scanned = scan(&root, &synced, params, workers(), &hash_bar).await?;
-        hash_bar.finish_and_clear();
-        Ok::<_, Error>(scanned)
-    }
-    .await;
-    let (mut state, mut synced) = (state, synced);
-    let mut scanned = match local {
-        Ok(l) => l,
-        Err(e) => {
-            listing.abort();
-            return Err(e);
-        }
-    };
-    let (remote_tree, head, mut errors) = listing
-        .await
-        .map_err(|e| Error::Protocol(format!("listing the server's tree failed: {e}")))??;
-    errors.append(&mut scanned.errors);
+    let Sides {
+        mut state,
+        folder,
+        mut synced,
+        mut scanned,
+        remote_tree,
+        head,
+        mut errors,
+    } = scan_beside_listing(cfg, &remote, &root, namespace, params, ui.bar("hashing")).await?;
     let trees = (&scanned.tree, &remote_tree);
     reconcile(&remote, &mut state, folder, trees, &mut synced).await?;
     let ops: Vec<Op> = plan(&scanned.tree, &remote_tree, &synced)
@@ -327,30 +363,18 @@ pub async fn pull(
         })?;
     }
     let root = canonical_root(dir)?;
-    let mut state = State::open(&cfg.dirs.state_db())?;
-    let folder = state.folder(&root, namespace, &cfg.server)?;
-    let mut synced = state.synced(folder)?;
-    // The server's tree is listed while the disk is scanned, as in `push`.
-    let listing = tokio::spawn({
-        let (remote, expect) = (remote.clone(), synced.len() + synced.len() / 64);
-        async move { remote_tree(&remote, expect).await }
-    });
-    let hash_bar = ui.bar("scanning");
-    let scanned = scan(&root, &synced, params, workers(), &hash_bar).await;
-    hash_bar.finish_and_clear();
-    let listed = if scanned.is_ok() {
-        listing
-            .await
-            .map_err(|e| Error::Protocol(format!("listing the server's tree failed: {e}")))
-            .and_then(|l| l)
-    } else {
-        listing.abort();
-        // Not reported: the scan's error below is.
-        Err(Error::Protocol("the listing was stopped".into()))
-    };
-    let (mut scanned, (remote_tree, head, mut errors)) = match (scanned, listed) {
-        (Ok(s), Ok(l)) => (s, l),
-        (Err(e), _) | (_, Err(e)) => {
+    let sides = scan_beside_listing(cfg, &remote, &root, namespace, params, ui.bar("scanning"));
+    let Sides {
+        mut state,
+        folder,
+        mut synced,
+        scanned,
+        remote_tree,
+        head,
+        mut errors,
+    } = match sides.await {
+        Ok(s) => s,
+        Err(e) => {
             if created {
                 // Only an empty folder goes: whatever else appeared in it stays.
                 let _ = std::fs::remove_dir(dir);
@@ -358,7 +382,6 @@ pub async fn pull(
             return Err(e);
         }
     };
-    errors.append(&mut scanned.errors);
     let trees = (&scanned.tree, &remote_tree);
     reconcile(&remote, &mut state, folder, trees, &mut synced).await?;
     // Both sides changed: pull keeps the local version as a conflict copy and takes the remote one.
