@@ -1,5 +1,7 @@
-//! Cairn's content-defined chunking: the FastCDC v2020 cut-point search of the `fastcdc` crate (5.0.0, `v2020::FastCDC`), same
-//! cuts, run as several independent lanes at once.
+//! Cairn's content-defined chunking: the FastCDC v2020 cut-point search of the `fastcdc` crate
+//! (5.0.0, `v2020::FastCDC`), same cuts, run as several independent lanes at once. A crate of its
+//! own so that it is optimised in every build profile: this loop is the hot path of every push,
+//! and unoptimised it is 20× slower, which tests that push tens of MiB feel.
 //!
 //! The crate hashes from `min` on, two bytes a step: `h = (h << 2) + GEAR_LS[b0]`, tested against
 //! `mask << 1`, then `h += GEAR[b1]`, tested against `mask` (`mask_s` before `center`, `mask_l`
@@ -14,17 +16,6 @@ use std::borrow::Cow;
 use std::ops::ControlFlow;
 
 use fastcdc::v2020::{Normalization, get_gear_with_seed, select_masks};
-
-/// A crate of its own so that it is optimised in every build profile: this loop is the hot path
-/// of every push, and unoptimised it is 20× slower, which tests that push tens of MiB feel.
-///
-/// FastCDC v2020 size limits in bytes: all three even, `min <= avg <= max`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ChunkParams {
-    pub min: u32,
-    pub avg: u32,
-    pub max: u32,
-}
 
 /// FastCDC's normalization level for [`Cutter::new`]: part of the chunking scheme like the sizes
 /// (the daemon's `chunker::NORMALIZATION` says which and why).
@@ -51,15 +42,11 @@ pub struct Cutter {
 }
 
 impl Cutter {
-    pub fn new(params: ChunkParams) -> Self {
-        let (mask_s, mask_l) = select_masks(params.avg as usize, NORMALIZATION);
-        Self::with_masks(
-            params.min as usize,
-            params.avg as usize,
-            params.max as usize,
-            mask_s,
-            mask_l,
-        )
+    /// FastCDC v2020 size limits in bytes: all three even, `min <= avg <= max` (the daemon's
+    /// `ChunkParams`, checked there).
+    pub fn new(min: u32, avg: u32, max: u32) -> Self {
+        let (mask_s, mask_l) = select_masks(avg as usize, NORMALIZATION);
+        Self::with_masks(min as usize, avg as usize, max as usize, mask_s, mask_l)
     }
 
     /// The crate's `v2020::cut` (its default GEAR tables) with these sizes and masks.
@@ -246,7 +233,13 @@ impl Scan<'_> {
 
 #[cfg(test)]
 mod tests_support {
-    use super::ChunkParams;
+    /// The sizes as the tests pass them around.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(super) struct ChunkParams {
+        pub min: u32,
+        pub avg: u32,
+        pub max: u32,
+    }
 
     /// Cairn's default sizes: 512 KiB / 1 MiB / 4 MiB.
     pub(super) const DEFAULT: ChunkParams = ChunkParams {
@@ -275,7 +268,7 @@ mod tests {
     use fastcdc::v2020::{self, FastCDC};
     use proptest::prelude::*;
 
-    use super::tests_support::{DEFAULT, pseudo_random};
+    use super::tests_support::{ChunkParams, DEFAULT, pseudo_random};
     use super::*;
 
     /// The chunker tests' small sizes.
@@ -339,7 +332,7 @@ mod tests {
 
     /// Chunk lengths by repeated [`Cutter::cut`].
     fn lengths(data: &[u8], p: ChunkParams) -> Vec<usize> {
-        let cutter = Cutter::new(p);
+        let cutter = Cutter::new(p.min, p.avg, p.max);
         let mut out = Vec::new();
         let mut rest = data;
         while !rest.is_empty() {
@@ -478,7 +471,7 @@ mod tests {
 mod bench {
     use std::time::{Duration, Instant};
 
-    use super::tests_support::pseudo_random;
+    use super::tests_support::{ChunkParams, pseudo_random};
     use super::*;
 
     fn best_of_5(mut f: impl FnMut() -> usize) -> (Duration, usize) {
@@ -514,7 +507,7 @@ mod bench {
                 )
                 .count()
             });
-            let cutter = Cutter::new(p);
+            let cutter = Cutter::new(p.min, p.avg, p.max);
             let (ours, m) = best_of_5(|| {
                 let (mut rest, mut chunks) = (&data[..], 0);
                 while !rest.is_empty() {

@@ -200,11 +200,7 @@ pub fn cdc(data: &[u8], params: ChunkParams) -> FastCDC<'_> {
 /// The cut points of `data` as ranges, the last one ending at `data.len()`: exactly [`cdc`]'s
 /// chunks, found by [`cairn_cdc::Cutter`] (the same search, hashed as several lanes at once).
 fn cut_points(data: &[u8], params: ChunkParams) -> impl Iterator<Item = Range<usize>> + '_ {
-    let cutter = cairn_cdc::Cutter::new(cairn_cdc::ChunkParams {
-        min: params.min,
-        avg: params.avg,
-        max: params.max,
-    });
+    let cutter = cairn_cdc::Cutter::new(params.min, params.avg, params.max);
     let mut start = 0;
     std::iter::from_fn(move || {
         let rest = &data[start..];
