@@ -14,10 +14,17 @@ use crate::error::Error;
 /// One warning per path that a Windows device could not create, and per case twin after the
 /// first spelling of its name in its folder (byte order). Sorted by path.
 pub fn warnings<'a>(paths: impl IntoIterator<Item = &'a str>) -> Vec<Error> {
+    let mut paths: Vec<&str> = paths.into_iter().collect();
+    // The callers pass a tree's paths, which are in byte order already.
+    if !paths.is_sorted() {
+        paths.sort_unstable();
+    }
     let mut out = Vec::new();
-    // (parent, folded name) → the first spelling met. Only names met twice are kept in `names`:
-    // (parent, folded name) → spellings (sorted below).
-    let mut seen: HashMap<(&str, Cow<'_, str>), &str> = HashMap::new();
+    // The folders above the current path, each with the names met in it so far (folded name →
+    // the first spelling). In byte order a folder's whole subtree comes in one run, so its names
+    // are dropped when the run ends: the memory follows the depth and the folders' sizes, not the
+    // tree's. Only names met twice are kept in `names`: (parent, folded name) → spellings.
+    let mut open: Vec<(&str, HashMap<Cow<'_, str>, &str>)> = Vec::new();
     let mut names: BTreeMap<(&str, Cow<'_, str>), Vec<&str>> = BTreeMap::new();
     for p in paths {
         if let Some(why) = windows_name_problem(p) {
@@ -27,12 +34,21 @@ pub fn warnings<'a>(paths: impl IntoIterator<Item = &'a str>) -> Vec<Error> {
             ));
         }
         let (parent, name) = p.rsplit_once('/').unwrap_or(("", p));
-        match seen.entry((parent, fold_key(name))) {
+        while open.last().is_some_and(|(dir, _)| !is_within(parent, dir)) {
+            open.pop();
+        }
+        if open.last().is_none_or(|(dir, _)| *dir != parent) {
+            open.push((parent, HashMap::new()));
+        }
+        let Some((_, seen)) = open.last_mut() else {
+            unreachable!("a folder was pushed just above")
+        };
+        match seen.entry(fold_key(name)) {
             Entry::Vacant(v) => {
                 v.insert(p);
             }
             Entry::Occupied(o) => names
-                .entry(o.key().clone())
+                .entry((parent, o.key().clone()))
                 .or_insert_with(|| vec![*o.get()])
                 .push(p),
         }
@@ -58,6 +74,14 @@ pub fn warnings<'a>(paths: impl IntoIterator<Item = &'a str>) -> Vec<Error> {
         _ => String::new(),
     });
     out
+}
+
+/// Is folder `path` `dir` or inside it (`""` is the root)?
+fn is_within(path: &str, dir: &str) -> bool {
+    dir.is_empty()
+        || path
+            .strip_prefix(dir)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// [`case_fold_key`], without its two allocations for the common name that is ASCII and lower
@@ -111,5 +135,28 @@ mod tests {
             w[0]
         );
         assert!(w[2].to_string().contains("Windows"), "{}", w[2]);
+    }
+
+    #[test]
+    fn case_twins_are_found_across_the_subtrees_between_them_in_any_input_order() {
+        let mut paths = vec![
+            "x/Zed",
+            "x/a/1",
+            "x/a/2/deep",
+            "x/zed",
+            "x/READ.ME",
+            "x/Read",
+            "x/read",
+            "x/read.me",
+            "x/read/deep",
+            "x/read/deep/f",
+            "y/Read",
+            "y/read",
+            "z",
+        ];
+        let expect = ["x/read", "x/read.me", "x/zed", "y/read"];
+        assert_eq!(paths_of(&warnings(paths.iter().copied())), expect);
+        paths.sort_unstable();
+        assert_eq!(paths_of(&warnings(paths.iter().copied())), expect);
     }
 }
