@@ -2,6 +2,7 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use cairn_proto::{Seq, validate_path};
@@ -15,10 +16,11 @@ use crate::guard::{self, Held};
 use crate::planner::{Op, plan};
 use crate::reconcile::reconcile;
 use crate::remote::Remote;
-use crate::scanner::{Scanned, scan};
+use crate::scanner::{Scanned, scan_changes};
 use crate::state::{FolderId, State};
-use crate::tree::{RemoteEntry, RemoteTree, SyncedTree};
+use crate::tree::{Content, RemoteEntry, RemoteTree, SyncedList, SyncedTree};
 use crate::upload::Push;
+use crate::{delta, portability};
 
 /// Output settings.
 #[derive(Clone, Copy, Debug)]
@@ -117,18 +119,31 @@ pub(crate) async fn open_remote(
 )> {
     let remote = Remote::connect(cfg, namespace).await?;
     let info = remote.get_namespace().await?;
-    let (tree, head, errors) = remote_tree(&remote, 0).await?;
-    Ok((remote, info, tree, head, errors))
+    let l = list(&remote, None).await?;
+    Ok((remote, info, l.changed, l.head, l.errors))
 }
 
-/// The server's tree and the log head. Entries with unusable paths are left out and reported.
-/// `expect`: about how many entries there are (e.g. the synced tree's size), room made up front.
-pub(crate) async fn remote_tree(
-    remote: &Remote,
-    expect: usize,
-) -> Result<(RemoteTree, Seq, Vec<Error>)> {
-    let mut entries = Vec::with_capacity(expect);
+/// The server's tree as listed.
+struct Listing {
+    /// Without `leave_out`, the whole tree; with it, the entries not as synced there (see
+    /// [`crate::delta`]).
+    changed: RemoteTree,
+    /// With `leave_out`: its paths the server's tree lacks (or sent unusable), sorted.
+    absent: Vec<String>,
+    head: Seq,
+    /// Entries with unusable paths, left out.
+    errors: Vec<Error>,
+    /// Live files in the whole tree.
+    files: u64,
+}
+
+/// Lists the server's tree and the log head. With `leave_out`, entries exactly as synced there are
+/// left out ([`Listing::changed`] is a delta over it).
+async fn list(remote: &Remote, leave_out: Option<&SyncedList>) -> Result<Listing> {
+    let mut entries = Vec::new();
+    let mut found = leave_out.map(delta::Found::new);
     let mut errors = Vec::new();
+    let mut files = 0;
     let head = remote
         .list_tree(|page| {
             for e in page {
@@ -139,19 +154,38 @@ pub(crate) async fn remote_tree(
                     ));
                     continue;
                 }
-                match RemoteEntry::from_pb(&e) {
-                    Some(r) => entries.push((e.path, r)),
-                    None => errors.push(Error::path(
+                let Some(r) = RemoteEntry::from_pb(&e) else {
+                    errors.push(Error::path(
                         &e.path,
                         "the server sent an entry this client cannot read",
-                    )),
+                    ));
+                    continue;
+                };
+                files += u64::from(matches!(r.content, Some(Content::File { .. })));
+                let at = leave_out.and_then(|t| Some((t, t.position(&e.path)?)));
+                if let (Some((t, at)), Some(found)) = (at, found.as_mut()) {
+                    found.mark(at);
+                    if t.at(at).is_some_and(|(_, s)| r.is_as_synced(s)) {
+                        continue;
+                    }
                 }
+                entries.push((e.path, r));
             }
         })
         .await?;
-    // Built in one go from the whole list: a map filled in bulk has full nodes (one filled by
-    // inserting in order leaves them about half empty), so it takes less memory.
-    Ok((entries.into_iter().collect(), head, errors))
+    let absent = match (leave_out, found) {
+        (Some(synced), Some(found)) => found.absent(synced),
+        _ => Vec::new(),
+    };
+    Ok(Listing {
+        // Built in one go from the whole list: a map filled in bulk has full nodes (one filled
+        // by inserting in order leaves them about half empty), so it takes less memory.
+        changed: entries.into_iter().collect(),
+        absent,
+        head,
+        errors,
+        files,
+    })
 }
 
 pub(crate) fn params_of(info: &cairn_proto::pb::NamespaceInfo) -> Result<ChunkParams> {
@@ -186,7 +220,8 @@ pub(crate) fn workers() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
-/// What a one-shot push or pull plans from.
+/// What a one-shot push or pull plans from: the three trees restricted to the paths where the
+/// disk or the server differs from the synced tree (see [`crate::delta`]).
 struct Sides {
     state: State,
     folder: FolderId,
@@ -196,28 +231,41 @@ struct Sides {
     head: Seq,
     /// The listing's and the scan's per-path errors.
     errors: Vec<Error>,
+    /// What the whole trees said: the synced files (for the delete guard), the live files on the
+    /// server, and the portability warnings for every path of the side being written.
+    synced_files: u64,
+    remote_files: u64,
+    warnings: Vec<Error>,
+}
+
+/// The side a one-shot command writes to, whose paths it warns about (names a Windows device
+/// could not hold).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Writes {
+    Server,
+    Disk,
 }
 
 /// Scans `root` against its synced tree while the server's tree is listed: one waits on the
 /// disk, the other on the server. Neither reads the other, so this is the sequential order's
-/// result, sooner.
+/// result, sooner. Both keep only what differs from the synced tree, and the three trees are
+/// then cut down to the paths where something does (see [`crate::delta`]).
 async fn scan_beside_listing(
     cfg: &Config,
     remote: &Remote,
     root: &Path,
     namespace: &str,
     params: ChunkParams,
-    bar: ProgressBar,
+    (bar, writes): (ProgressBar, Writes),
 ) -> Result<Sides> {
     let state = State::open(&cfg.dirs.state_db())?;
     let folder = state.folder(root, namespace, &cfg.server)?;
-    let synced = state.synced(folder)?;
+    let synced = Arc::new(state.synced_list(folder)?);
     let listing = tokio::spawn({
-        // About as many entries as were synced: room for them up front.
-        let (remote, expect) = (remote.clone(), synced.len() + synced.len() / 64);
-        async move { remote_tree(&remote, expect).await }
+        let (remote, synced) = (remote.clone(), synced.clone());
+        async move { list(&remote, Some(&synced)).await }
     });
-    let scanned = scan(root, &synced, params, workers(), &bar).await;
+    let scanned = scan_changes(root, &synced, params, workers(), &bar).await;
     bar.finish_and_clear();
     let mut scanned = match scanned {
         Ok(s) => s,
@@ -226,18 +274,43 @@ async fn scan_beside_listing(
             return Err(e);
         }
     };
-    let (remote_tree, head, mut errors) = listing
+    let mut listing = listing
         .await
         .map_err(|e| Error::Protocol(format!("listing the server's tree failed: {e}")))??;
+    let mut errors = std::mem::take(&mut listing.errors);
     errors.append(&mut scanned.errors);
+    // The scan's and the listing's tasks are done with their references.
+    let whole = Arc::unwrap_or_clone(synced);
+    let warnings = match writes {
+        // What a push sends: every local path.
+        Writes::Server => {
+            portability::warnings(delta::paths(&whole, &scanned.tree, &scanned.absent))
+        }
+        // What a pull writes: every live remote path.
+        Writes::Disk => {
+            let changed = &listing.changed;
+            let live = |p: &&str| changed.get(*p).is_none_or(|e| e.content.is_some());
+            portability::warnings(delta::paths(&whole, changed, &listing.absent).filter(live))
+        }
+    };
+    let synced_files = guard::synced_files(whole.values());
+    let mut remote_tree = listing.changed;
+    let synced = delta::restrict(
+        &whole,
+        (&mut scanned.tree, &scanned.absent),
+        (&mut remote_tree, &listing.absent),
+    );
     Ok(Sides {
         state,
         folder,
         synced,
         scanned,
         remote_tree,
-        head,
+        head: listing.head,
         errors,
+        synced_files,
+        remote_files: listing.files,
+        warnings,
     })
 }
 
@@ -253,6 +326,7 @@ pub async fn push(
     let remote = Remote::connect(cfg, namespace).await?;
     let info = remote.get_namespace().await?;
     let params = params_of(&info)?;
+    let bar = (ui.bar("hashing"), Writes::Server);
     let Sides {
         mut state,
         folder,
@@ -261,7 +335,10 @@ pub async fn push(
         remote_tree,
         head,
         mut errors,
-    } = scan_beside_listing(cfg, &remote, &root, namespace, params, ui.bar("hashing")).await?;
+        synced_files,
+        remote_files: _,
+        warnings,
+    } = scan_beside_listing(cfg, &remote, &root, namespace, params, bar).await?;
     let trees = (&scanned.tree, &remote_tree);
     reconcile(&remote, &mut state, folder, trees, &mut synced).await?;
     let ops: Vec<Op> = plan(&scanned.tree, &remote_tree, &synced)
@@ -270,7 +347,8 @@ pub async fn push(
         .filter(|op| known_locally(op, &scanned))
         .collect();
     let trees = (&scanned.tree, &remote_tree, &synced);
-    let (ops, held) = guard::one_shot(ops, trees, &cfg.delete_guard, allow_deletes);
+    let guard = (synced_files, &cfg.delete_guard);
+    let (ops, held) = guard::one_shot(ops, trees, guard, allow_deletes);
     if let Some(h) = &held {
         errors.push(held_error(h, cfg, "push", dir, namespace));
     }
@@ -318,10 +396,7 @@ pub async fn push(
         seconds: started.elapsed().as_secs_f64(),
         errors: errors.iter().map(ToString::to_string).collect(),
         held_deletes: held.map_or(0, |h| h.ops),
-        warnings: crate::portability::warnings(scanned.tree.keys().map(String::as_str))
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
+        warnings: warnings.iter().map(ToString::to_string).collect(),
     })
 }
 
@@ -363,7 +438,8 @@ pub async fn pull(
         })?;
     }
     let root = canonical_root(dir)?;
-    let sides = scan_beside_listing(cfg, &remote, &root, namespace, params, ui.bar("scanning"));
+    let bar = (ui.bar("scanning"), Writes::Disk);
+    let sides = scan_beside_listing(cfg, &remote, &root, namespace, params, bar);
     let Sides {
         mut state,
         folder,
@@ -372,6 +448,9 @@ pub async fn pull(
         remote_tree,
         head,
         mut errors,
+        synced_files,
+        remote_files,
+        warnings,
     } = match sides.await {
         Ok(s) => s,
         Err(e) => {
@@ -410,7 +489,8 @@ pub async fn pull(
         })
         .collect();
     let trees = (&scanned.tree, &remote_tree, &synced);
-    let (ops, held) = guard::one_shot(ops, trees, &cfg.delete_guard, allow_deletes);
+    let guard = (synced_files, &cfg.delete_guard);
+    let (ops, held) = guard::one_shot(ops, trees, guard, allow_deletes);
     if let Some(h) = &held {
         errors.push(held_error(h, cfg, "pull", dir, namespace));
     }
@@ -434,12 +514,8 @@ pub async fn pull(
     bar.finish_and_clear();
     state.set_device_and_cursor(folder, &info.device, head)?;
     errors.append(&mut stats.errors);
-    let files = remote_tree
-        .values()
-        .filter(|r| matches!(r.content, Some(crate::tree::Content::File { .. })))
-        .count() as u64;
     Ok(PullSummary {
-        files,
+        files: remote_files,
         files_written: stats.files_written,
         chunks_downloaded: stats.chunks_downloaded,
         bytes_downloaded: stats.bytes_downloaded,
@@ -451,14 +527,8 @@ pub async fn pull(
         warnings: stats
             .renamed
             .iter()
-            .chain(&crate::portability::warnings(live_paths(&remote_tree)))
+            .chain(&warnings)
             .map(ToString::to_string)
             .collect(),
     })
-}
-
-fn live_paths(tree: &RemoteTree) -> impl Iterator<Item = &str> {
-    tree.iter()
-        .filter(|(_, e)| e.content.is_some())
-        .map(|(p, _)| p.as_str())
 }

@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 
 use crate::planner::{Op, moves};
-use crate::tree::{Content, LocalTree, RemoteTree, SyncedTree};
+use crate::tree::{Content, LocalTree, RemoteTree, SyncedEntry, SyncedTree};
 
 /// When a plan's deletions are held (config.toml `[delete_guard]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,9 +80,9 @@ pub fn deletes_a_file(op: &Op, synced: &SyncedTree) -> bool {
 }
 
 /// Files (not folders) in `synced`: what "the folder's files" means for the percent rule.
-pub fn synced_files(synced: &SyncedTree) -> u64 {
+pub fn synced_files<'a>(synced: impl IntoIterator<Item = &'a SyncedEntry>) -> u64 {
     synced
-        .values()
+        .into_iter()
         .filter(|e| !matches!(e.content, Content::Dir))
         .count() as u64
 }
@@ -204,11 +204,12 @@ pub fn split(ops: Vec<Op>, held: bool, allowed: &BTreeSet<String>) -> (Vec<Op>, 
 /// The guard of the one-shot `push` and `pull`, over a whole plan of one side: judged with
 /// renames paired (a move is not a deletion); unless `allow`, a verdict holds every deletion of
 /// the plan as it is (a held rename's source stays: a copy, never a loss). Returns what to run
-/// and what was held.
+/// and what was held. `folder_files`: the files of the whole synced tree (the trees given may be
+/// restricted to the paths that changed, see [`crate::delta`]).
 pub fn one_shot(
     ops: Vec<Op>,
     trees: (&LocalTree, &RemoteTree, &SyncedTree),
-    limits: &Limits,
+    (folder_files, limits): (u64, &Limits),
     allow: bool,
 ) -> (Vec<Op>, Option<Held>) {
     let (local, remote, synced) = trees;
@@ -217,7 +218,7 @@ pub fn one_shot(
     }
     let paired = moves::pair(ops.clone(), local, remote, synced);
     let none = BTreeSet::new();
-    let verdict = judge(&paired, synced, &none, 0, || synced_files(synced), limits);
+    let verdict = judge(&paired, synced, &none, 0, || folder_files, limits);
     let (run, held) = split(ops, verdict.is_some(), &none);
     let verdict = verdict.map(|v| Held {
         ops: held.len() as u64,
@@ -282,7 +283,7 @@ mod tests {
             synced,
             &BTreeSet::new(),
             recent,
-            || synced_files(synced),
+            || synced_files(synced.values()),
             &Limits::default(),
         )
     }
@@ -432,7 +433,12 @@ mod tests {
         let mut ops = crate::planner::plan(&local, &remote, &synced);
         ops.retain(Op::is_upload_side);
         let limits = Limits::default();
-        let (run, held) = one_shot(ops.clone(), (&local, &remote, &synced), &limits, false);
+        let (run, held) = one_shot(
+            ops.clone(),
+            (&local, &remote, &synced),
+            (synced_files(synced.values()), &limits),
+            false,
+        );
         assert_eq!((run.len(), held), (40, None), "a rename deletes nothing");
 
         // 15 of 20 files deleted and the other 5 renamed: held, renames' sources included.
@@ -441,12 +447,22 @@ mod tests {
             .collect();
         let mut ops = crate::planner::plan(&local, &remote, &synced);
         ops.retain(Op::is_upload_side);
-        let (run, held) = one_shot(ops.clone(), (&local, &remote, &synced), &limits, false);
+        let (run, held) = one_shot(
+            ops.clone(),
+            (&local, &remote, &synced),
+            (synced_files(synced.values()), &limits),
+            false,
+        );
         let held = held.expect("15 of 20 files is past 50%");
         assert_eq!((held.files, held.ops), (15, 20));
         assert!(run.iter().all(|op| !is_deletion(op)) && run.len() == 5);
         // --allow-deletes: the plan runs as it is.
-        let (run, held) = one_shot(ops.clone(), (&local, &remote, &synced), &limits, true);
+        let (run, held) = one_shot(
+            ops.clone(),
+            (&local, &remote, &synced),
+            (synced_files(synced.values()), &limits),
+            true,
+        );
         assert_eq!((run, held), (ops, None));
     }
 

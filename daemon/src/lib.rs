@@ -13,6 +13,7 @@ pub mod account;
 pub mod cache;
 pub mod casefold;
 pub mod commands;
+pub mod delta;
 pub mod download;
 pub mod events;
 pub mod faults;

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use cairn_proto::{to_nfc, validate_path};
 use futures::StreamExt;
@@ -10,7 +11,10 @@ use indicatif::ProgressBar;
 
 use crate::chunker::{Chunk, ChunkParams, chunk_reader};
 use crate::error::{Error, Result};
-use crate::tree::{Content, LocalEntry, LocalTree, Stat, SyncedTree, is_exec};
+use crate::tree::{
+    Content, LocalEntry, LocalTree, Stat, SyncedEntry, SyncedList, SyncedLookup, SyncedTree,
+    is_exec,
+};
 
 /// The root marker's name; never synced.
 pub const MARKER: &str = ".cairn";
@@ -50,6 +54,11 @@ pub struct Scanned {
     /// Our own temp files the walk passed: debris of a failed or killed run (the scan never
     /// syncs them; the daemon, the folder's one writer, removes them between rounds).
     pub temps: Vec<PathBuf>,
+    /// A scan of changes ([`scan_changes`]) only: the synced paths the scan did not find
+    /// (deleted, unreadable, ignored now), sorted. `tree` then holds what differs from the
+    /// synced tree (and the entries under names that are not NFC on disk, kept for their disk
+    /// path); every other synced path is on disk exactly as synced (see [`crate::delta`]).
+    pub absent: Vec<String>,
 }
 
 impl Scanned {
@@ -167,6 +176,31 @@ pub async fn scan(
     scan_region(root, None, synced, params, concurrency, progress).await
 }
 
+/// Like [`scan`], but the tree holds only the entries that differ from `synced` and
+/// [`Scanned::absent`] names the synced paths not found: the one-shot commands' scan, whose
+/// memory grows with what changed rather than with the folder (see [`crate::delta`]).
+pub async fn scan_changes(
+    root: &Path,
+    synced: &Arc<SyncedList>,
+    params: ChunkParams,
+    concurrency: usize,
+    progress: &ProgressBar,
+) -> Result<Scanned> {
+    let how = How {
+        region: None,
+        leave_out: Some(synced.clone()),
+    };
+    scan_with(root, how, &**synced, params, concurrency, progress).await
+}
+
+/// What a walk covers and leaves out.
+struct How {
+    /// Only these paths (see [`Region`]); all when `None`.
+    region: Option<Region>,
+    /// Entries exactly as in this synced tree are left out (a scan of changes).
+    leave_out: Option<Arc<SyncedList>>,
+}
+
 /// Like [`scan`], but with `region` only the region's paths are walked: the same walker, ignore
 /// rules, name checks and hash reuse, applied to the targets' subtrees and the directories above
 /// them. The result holds exactly what a full scan would hold for those paths.
@@ -178,29 +212,47 @@ pub async fn scan_region(
     concurrency: usize,
     progress: &ProgressBar,
 ) -> Result<Scanned> {
+    let how = How {
+        region: region.cloned(),
+        leave_out: None,
+    };
+    scan_with(root, how, synced, params, concurrency, progress).await
+}
+
+async fn scan_with(
+    root: &Path,
+    how: How,
+    synced: &impl SyncedLookup,
+    params: ChunkParams,
+    concurrency: usize,
+    progress: &ProgressBar,
+) -> Result<Scanned> {
     let root_owned = root.to_owned();
-    let region = region.cloned();
+    let modes = crate::localfs::keeps_modes(root);
+    let leaving_out = how.leave_out.is_some();
     // A full walk finds about as many entries as were synced: room for them up front spares
     // the doubling copies of a growing list (and the holes they leave in the heap).
-    let expect = if region.is_none() {
-        synced.len() + synced.len() / 64
+    let expect = if how.region.is_none() && how.leave_out.is_none() {
+        synced.count() + synced.count() / 64
     } else {
         0
     };
-    let (walked, errors, skipped, incomplete, stat_calls, temps) =
-        tokio::task::spawn_blocking(move || walk(&root_owned, region.as_ref(), expect))
-            .await
-            .map_err(|e| Error::Protocol(format!("scanner thread failed: {e}")))??;
+    let w = tokio::task::spawn_blocking(move || walk(&root_owned, &how, modes, expect))
+        .await
+        .map_err(|e| Error::Protocol(format!("scanner thread failed: {e}")))??;
     let mut out = Scanned {
-        errors,
-        skipped,
-        incomplete,
-        stat_calls,
-        temps,
+        errors: w.errors,
+        skipped: w.skipped,
+        incomplete: w.incomplete,
+        stat_calls: w.stats,
+        temps: w.temps,
+        absent: w.absent,
         root: root.to_owned(),
+        files: w.left_out_files,
+        bytes_scanned: w.left_out_bytes,
         ..Default::default()
     };
-    let modes = crate::localfs::keeps_modes(root);
+    let walked = w.out;
     let mut to_hash = Vec::new();
     // The tree's entries, made into the map in one go at the end (full nodes: less memory).
     let mut entries = Vec::with_capacity(walked.len());
@@ -211,7 +263,7 @@ pub async fn scan_region(
             WalkedKind::File => {
                 out.files += 1;
                 out.bytes_scanned += w.stat.size;
-                match synced.get(&w.path) {
+                match synced.entry(&w.path) {
                     Some(s)
                         if reusable(s.stat, w.stat)
                             && matches!(s.content, Content::File { .. }) =>
@@ -255,6 +307,14 @@ pub async fn scan_region(
     }))
     .buffer_unordered(concurrency.max(1));
     while let Some((w, res)) = hashed.next().await {
+        if leaving_out
+            && !matches!(res, Ok(Ok(_)))
+            && synced.entry(&w.path).is_some()
+            && let Err(at) = out.absent.binary_search(&w.path)
+        {
+            // Not hashed, so not in the tree: as a delta over the synced tree, absent.
+            out.absent.insert(at, w.path.clone());
+        }
         match res {
             Ok(Ok((chunks, content_id))) => {
                 out.bytes_hashed += w.stat.size;
@@ -264,7 +324,7 @@ pub async fn scan_region(
                 }
                 let content = Content::File {
                     id: content_id,
-                    exec: exec_of(modes, synced.get(&w.path), w.stat),
+                    exec: exec_of(modes, synced.entry(&w.path), w.stat),
                 };
                 entries.push((
                     w.path,
@@ -292,7 +352,7 @@ pub async fn scan_region(
 /// The executable bit of a file with `stat`. A folder that keeps no modes (vfat shows every file
 /// as `rwx`) cannot say: the bit stays what was synced (off for new files), like git's
 /// `core.fileMode = false`.
-fn exec_of(modes: bool, synced: Option<&crate::tree::SyncedEntry>, stat: Stat) -> bool {
+fn exec_of(modes: bool, synced: Option<&SyncedEntry>, stat: Stat) -> bool {
     if modes {
         return is_exec(stat.mode);
     }
@@ -350,15 +410,34 @@ fn stat_entry(disk: &Path) -> std::result::Result<Option<(WalkedKind, Stat)>, St
     Ok(Some((kind, stat)))
 }
 
-/// Walks without following symlinks, honouring `.cairnignore` files, skipping our own names.
-type Walk = (
-    Vec<Walked>,
-    Vec<Error>,
-    std::collections::BTreeSet<String>,
-    bool,
-    u64,
-    Vec<PathBuf>,
-);
+/// What a walk found.
+struct Walk {
+    out: Vec<Walked>,
+    errors: Vec<Error>,
+    skipped: std::collections::BTreeSet<String>,
+    incomplete: bool,
+    stats: u64,
+    temps: Vec<PathBuf>,
+    /// Leaving out what is as synced: the synced paths not found, sorted.
+    absent: Vec<String>,
+    /// Leaving out what is as synced: the files left out, and their bytes.
+    left_out_files: u64,
+    left_out_bytes: u64,
+}
+
+/// Is the walked entry exactly as synced at `s` (what the scan would make of it, content id
+/// reused, equals the synced entry)?
+fn walked_as_synced(kind: &WalkedKind, stat: Stat, s: &SyncedEntry, modes: bool) -> bool {
+    stat == s.stat
+        && match (kind, &s.content) {
+            (WalkedKind::File, Content::File { exec, .. }) => {
+                exec_of(modes, Some(s), stat) == *exec
+            }
+            (WalkedKind::Dir, Content::Dir) => true,
+            (WalkedKind::Symlink(t), Content::Symlink(was)) => t == was,
+            _ => false,
+        }
+}
 
 /// The namespace path a disk path under `root` would have (lossy for non-UTF-8 names).
 pub fn rel_key(root: &Path, disk: &Path) -> Option<String> {
@@ -369,7 +448,14 @@ pub fn rel_key(root: &Path, disk: &Path) -> Option<String> {
     ))
 }
 
-fn walk(root: &Path, region: Option<&Region>, expect: usize) -> Result<Walk> {
+/// Walks without following symlinks, honouring `.cairnignore` files, skipping our own names.
+/// `modes`: whether the folder keeps modes ([`crate::localfs::keeps_modes`]).
+fn walk(root: &Path, how: &How, modes: bool, expect: usize) -> Result<Walk> {
+    let region = how.region.as_ref();
+    let leave_out = how.leave_out.as_deref();
+    // The synced paths met (those exactly as synced are left out of `out`).
+    let mut found = leave_out.map(crate::delta::Found::new);
+    let (mut left_out_files, mut left_out_bytes) = (0, 0);
     let md = std::fs::metadata(root).map_err(|e| Error::io(root, e))?;
     if !md.is_dir() {
         return Err(Error::Config(format!(
@@ -454,11 +540,17 @@ fn walk(root: &Path, region: Option<&Region>, expect: usize) -> Result<Walk> {
             continue;
         }
         if seen.is_none() && path != rel {
+            // What was left out, then what was kept (whose disk paths win for a path in both).
+            let left_out = leave_out
+                .zip(found.as_ref())
+                .into_iter()
+                .flat_map(|(t, f)| f.found(t))
+                .map(|p| (p.clone(), root.join(p)));
             let so_far = out.iter().map(|w| {
                 let disk = w.unusual.clone().unwrap_or_else(|| root.join(&w.path));
                 (w.path.clone(), disk)
             });
-            seen = Some(so_far.chain(passed.drain(..)).collect());
+            seen = Some(left_out.chain(so_far).chain(passed.drain(..)).collect());
         }
         if let Some(other) = seen
             .as_mut()
@@ -477,6 +569,22 @@ fn walk(root: &Path, region: Option<&Region>, expect: usize) -> Result<Walk> {
         stats += 1;
         match stat_entry(&disk) {
             Ok(Some((kind, stat))) => {
+                let at = leave_out.and_then(|t| Some((t, t.position(&path)?)));
+                if let (Some((_, at)), Some(found)) = (at, found.as_mut()) {
+                    found.mark(at);
+                }
+                // Left out only under a usual name: the disk path of the others is kept.
+                let as_synced = at
+                    .filter(|_| path == rel)
+                    .and_then(|(t, at)| t.at(at))
+                    .is_some_and(|(_, s)| walked_as_synced(&kind, stat, s, modes));
+                if as_synced {
+                    if matches!(kind, WalkedKind::File) {
+                        left_out_files += 1;
+                        left_out_bytes += stat.size;
+                    }
+                    continue;
+                }
                 // A usual name's disk path is dropped here: `root/path` again when needed.
                 out.push(Walked {
                     unusual: (path != rel).then_some(disk),
@@ -501,7 +609,21 @@ fn walk(root: &Path, region: Option<&Region>, expect: usize) -> Result<Walk> {
         out.sort_by(|a, b| a.path.cmp(&b.path));
     }
     let temps = std::mem::take(&mut *temps.lock().unwrap_or_else(|p| p.into_inner()));
-    Ok((out, errors, skipped, incomplete, stats, temps))
+    let absent = match (leave_out, found) {
+        (Some(synced), Some(found)) => found.absent(synced),
+        _ => Vec::new(),
+    };
+    Ok(Walk {
+        out,
+        errors,
+        skipped,
+        incomplete,
+        stats,
+        temps,
+        absent,
+        left_out_files,
+        left_out_bytes,
+    })
 }
 
 #[cfg(test)]

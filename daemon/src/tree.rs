@@ -96,6 +96,112 @@ pub type LocalTree = BTreeMap<String, LocalEntry>;
 pub type RemoteTree = BTreeMap<String, RemoteEntry>;
 pub type SyncedTree = BTreeMap<String, SyncedEntry>;
 
+/// The synced tree as one list sorted by path: what the one-shot commands look paths up in (see
+/// [`crate::delta`]). It takes about half the room of a [`SyncedTree`] (no nodes), and the state
+/// DB fills it without a second copy.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncedList(Vec<(String, SyncedEntry)>);
+
+impl SyncedList {
+    /// From entries sorted by path, as the state DB gives them (sorted here if they are not).
+    pub fn from_sorted(mut entries: Vec<(String, SyncedEntry)>) -> Self {
+        if !entries.is_sorted_by(|a, b| a.0 < b.0) {
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            entries.dedup_by(|a, b| a.0 == b.0);
+        }
+        SyncedList(entries)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Where `path` is in the list.
+    pub fn position(&self, path: &str) -> Option<usize> {
+        self.0.binary_search_by(|(p, _)| p.as_str().cmp(path)).ok()
+    }
+
+    /// The entry at `at` (from [`SyncedList::position`]); `None` past the end.
+    pub fn at(&self, at: usize) -> Option<(&String, &SyncedEntry)> {
+        self.0.get(at).map(|(p, e)| (p, e))
+    }
+
+    pub fn get_key_value(&self, path: &str) -> Option<(&String, &SyncedEntry)> {
+        self.at(self.position(path)?)
+    }
+
+    pub fn get(&self, path: &str) -> Option<&SyncedEntry> {
+        self.get_key_value(path).map(|(_, e)| e)
+    }
+
+    pub fn contains_key(&self, path: &str) -> bool {
+        self.get_key_value(path).is_some()
+    }
+
+    /// The paths, in order.
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.0.iter().map(|(p, _)| p)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &SyncedEntry> {
+        self.0.iter().map(|(_, e)| e)
+    }
+
+    pub fn into_tree(self) -> SyncedTree {
+        // Sorted already: built in one go, with full nodes.
+        self.0.into_iter().collect()
+    }
+}
+
+impl From<&SyncedTree> for SyncedList {
+    fn from(t: &SyncedTree) -> Self {
+        SyncedList(t.iter().map(|(p, e)| (p.clone(), e.clone())).collect())
+    }
+}
+
+/// Looking a path up in either form of the synced tree.
+pub trait SyncedLookup: Send + Sync {
+    fn entry(&self, path: &str) -> Option<&SyncedEntry>;
+    fn count(&self) -> usize;
+}
+
+impl SyncedLookup for SyncedTree {
+    fn entry(&self, path: &str) -> Option<&SyncedEntry> {
+        self.get(path)
+    }
+    fn count(&self) -> usize {
+        self.len()
+    }
+}
+
+impl SyncedLookup for SyncedList {
+    fn entry(&self, path: &str) -> Option<&SyncedEntry> {
+        self.get(path)
+    }
+    fn count(&self) -> usize {
+        self.len()
+    }
+}
+
+impl LocalEntry {
+    /// Does the disk hold exactly what was synced at `s` (content and stat)?
+    pub fn is_as_synced(&self, s: &SyncedEntry) -> bool {
+        self.stat == s.stat && self.content == s.content
+    }
+
+    /// The entry [`LocalEntry::is_as_synced`] holds true for.
+    pub fn of_synced(s: &SyncedEntry) -> Self {
+        LocalEntry {
+            content: s.content.clone(),
+            stat: s.stat,
+        }
+    }
+}
+
 impl Content {
     pub fn kind(&self) -> Kind {
         match self {
@@ -121,6 +227,27 @@ pub fn with_exec(mode: u32, exec: bool) -> u32 {
 }
 
 impl RemoteEntry {
+    /// Does the server hold exactly what was synced at `s`? (What a commit of the synced entry
+    /// from this device lists as: its version, content, size, mode and mtime.)
+    pub fn is_as_synced(&self, s: &SyncedEntry) -> bool {
+        !self.deleted
+            && self.version == s.version
+            && self.content.as_ref() == Some(&s.content)
+            && (self.size, self.mode, self.mtime_ns) == (s.stat.size, s.stat.mode, s.stat.mtime_ns)
+    }
+
+    /// The entry [`RemoteEntry::is_as_synced`] holds true for.
+    pub fn of_synced(s: &SyncedEntry) -> Self {
+        RemoteEntry {
+            version: s.version,
+            deleted: false,
+            content: Some(s.content.clone()),
+            size: s.stat.size,
+            mode: s.stat.mode,
+            mtime_ns: s.stat.mtime_ns,
+        }
+    }
+
     /// Reads a listing entry; `None` when the server sent something unusable (reported by the caller).
     pub fn from_pb(e: &pb::Entry) -> Option<Self> {
         let meta = e.meta.clone().unwrap_or_default();

@@ -1,5 +1,6 @@
 //! Scanner tests on real temp directories.
 
+use std::collections::BTreeMap;
 use std::fs;
 
 use cairn_proto::Version;
@@ -96,6 +97,88 @@ fn unchanged_files_reuse_the_synced_hash_and_changed_ones_are_rehashed() {
     let third = scan_now(r, &synced);
     assert_eq!(third.bytes_hashed, 1);
     assert_ne!(third.tree["g"].content, first.tree["g"].content);
+}
+
+fn synced_from(tree: &LocalTree) -> SyncedTree {
+    tree.iter()
+        .map(|(p, e)| {
+            let s = SyncedEntry {
+                version: Version(1),
+                content: e.content.clone(),
+                stat: e.stat,
+            };
+            (p.clone(), s)
+        })
+        .collect()
+}
+
+#[test]
+fn a_scan_of_changes_is_the_full_scan_as_a_delta_over_the_synced_tree() {
+    let d = tempfile::tempdir().unwrap();
+    let r = d.path();
+    fs::create_dir_all(r.join("a/b")).unwrap();
+    let names = [
+        "a/b/f",
+        "a.b",
+        "a0",
+        "keep",
+        "edit",
+        "gone",
+        "ign",
+        "mode",
+        "cafe\u{301}",
+        "a/b/\u{c5}",
+    ];
+    for f in names {
+        fs::write(r.join(f), f).unwrap();
+    }
+    std::os::unix::fs::symlink("keep", r.join("link")).unwrap();
+    let tree = synced_from(&scan_now(r, &SyncedTree::new()).tree);
+    let synced = Arc::new(SyncedList::from(&tree));
+    let changes = |synced: &Arc<SyncedList>| {
+        rt().block_on(scan_changes(r, synced, PARAMS, 2, &ProgressBar::hidden()))
+            .expect("scan succeeds")
+    };
+    // Nothing changed: nothing but the name that is not NFC on disk (kept for its disk path).
+    let none = changes(&synced);
+    let kept: Vec<&str> = none.tree.keys().map(String::as_str).collect();
+    assert_eq!(kept, ["caf\u{e9}"]);
+    assert!(none.absent.is_empty());
+    assert_eq!((none.files, none.bytes_scanned), (10, 41));
+    fs::write(r.join("edit"), "edited").unwrap();
+    fs::remove_file(r.join("gone")).unwrap();
+    fs::write(r.join("new"), "new").unwrap();
+    fs::write(r.join(".cairnignore"), "ign\n").unwrap();
+    fs::set_permissions(r.join("mode"), fs::Permissions::from_mode(0o755)).unwrap();
+    // Not NFC, and the same path as the NFC name the walk met (and left out) before any other
+    // name that is not NFC.
+    fs::write(r.join("a/b/\u{212b}"), "twin").unwrap();
+    let full = scan_now(r, &tree);
+    let delta = changes(&synced);
+    let (changed, absent) = crate::delta::split(&full.tree, &synced, LocalEntry::is_as_synced);
+    // The delta holds what changed, plus the entries it keeps for their disk path.
+    for (p, e) in &delta.tree {
+        assert_eq!(full.tree.get(p), Some(e), "{p}");
+    }
+    let with_unusual: BTreeMap<_, _> = changed
+        .into_iter()
+        .chain([("caf\u{e9}".to_owned(), full.tree["caf\u{e9}"].clone())])
+        .collect();
+    assert_eq!(delta.tree, with_unusual);
+    assert_eq!(delta.absent, absent);
+    assert_eq!(absent, ["gone", "ign"]);
+    assert!(!delta.tree.contains_key("keep") && delta.tree.contains_key("mode"));
+    assert!(delta.skipped.contains("a/b/\u{c5}") && full.skipped.contains("a/b/\u{c5}"));
+    let twins = |s: &Scanned| {
+        s.errors
+            .iter()
+            .any(|e| e.to_string().contains("normalise to the same path"))
+    };
+    assert!(twins(&delta) && twins(&full));
+    assert_eq!(
+        (delta.files, delta.bytes_scanned, delta.bytes_hashed),
+        (full.files, full.bytes_scanned, full.bytes_hashed)
+    );
 }
 
 #[test]

@@ -128,7 +128,7 @@ impl Guard {
             (synced, &self.allowed),
             recent,
             holding,
-            || synced_files(all_synced),
+            || synced_files(all_synced.values()),
             &self.limits,
         );
         let (verdict, settle) = match decision {
