@@ -46,7 +46,7 @@ impl Found {
     }
 
     /// The synced paths marked.
-    pub fn found<'a>(&'a self, synced: &'a SyncedList) -> impl Iterator<Item = &'a String> {
+    pub fn found<'a>(&'a self, synced: &'a SyncedList) -> impl Iterator<Item = &'a str> {
         synced
             .keys()
             .enumerate()
@@ -60,7 +60,7 @@ impl Found {
             .keys()
             .enumerate()
             .filter(|(at, _)| !self.has(*at))
-            .map(|(_, p)| p.clone())
+            .map(|(_, p)| p.to_owned())
             .collect()
     }
 }
@@ -127,21 +127,18 @@ pub fn paths<'a, E>(
 ) -> impl Iterator<Item = &'a str> {
     let mut kept = synced
         .keys()
-        .filter(|k| absent.binary_search(k).is_err())
+        .filter(|k| absent.binary_search_by(|a| a.as_str().cmp(k)).is_err())
         .peekable();
-    let mut changed = changed.keys().peekable();
-    std::iter::from_fn(move || {
-        let next = match (kept.peek(), changed.peek()) {
-            (Some(k), Some(c)) if k < c => kept.next(),
-            (Some(k), Some(c)) if k == c => {
-                kept.next();
-                changed.next()
-            }
-            (_, Some(_)) => changed.next(),
-            (Some(_), None) => kept.next(),
-            (None, None) => None,
-        };
-        next.map(String::as_str)
+    let mut changed = changed.keys().map(String::as_str).peekable();
+    std::iter::from_fn(move || match (kept.peek(), changed.peek()) {
+        (Some(k), Some(c)) if k < c => kept.next(),
+        (Some(k), Some(c)) if k == c => {
+            kept.next();
+            changed.next()
+        }
+        (_, Some(_)) => changed.next(),
+        (Some(_), None) => kept.next(),
+        (None, None) => None,
     })
 }
 

@@ -545,7 +545,7 @@ fn walk(root: &Path, how: &How, modes: bool, expect: usize) -> Result<Walk> {
                 .zip(found.as_ref())
                 .into_iter()
                 .flat_map(|(t, f)| f.found(t))
-                .map(|p| (p.clone(), root.join(p)));
+                .map(|p| (p.to_owned(), root.join(p)));
             let so_far = out.iter().map(|w| {
                 let disk = w.unusual.clone().unwrap_or_else(|| root.join(&w.path));
                 (w.path.clone(), disk)

@@ -305,9 +305,10 @@ impl State {
                  FROM entries WHERE folder_id = ?1 ORDER BY path",
             )
             .map_err(self.err())?;
-        let rows = stmt
-            .query_map([folder.0], |r| {
-                let path: String = r.get(0)?;
+        let mut list = SyncedList::with_capacity(usize::try_from(count).unwrap_or(0));
+        let mut rows = stmt.query([folder.0]).map_err(self.err())?;
+        while let Some(r) = rows.next().map_err(self.err())? {
+            let read = || -> rusqlite::Result<Option<SyncedEntry>> {
                 let kind: i64 = r.get(1)?;
                 let cid = r.get_ref(3)?.as_blob_or_null()?;
                 let mode: i64 = r.get(7)?;
@@ -331,25 +332,19 @@ impl State {
                     None => None,
                 };
                 let version = Version(r.get::<_, i64>(2)? as u64);
-                Ok(content.map(|content| {
-                    (
-                        path,
-                        SyncedEntry {
-                            version,
-                            content,
-                            stat,
-                        },
-                    )
+                Ok(content.map(|content| SyncedEntry {
+                    version,
+                    content,
+                    stat,
                 }))
-            })
-            .map_err(self.err())?;
-        let mut entries = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
-        for row in rows {
-            if let Some(pe) = row.map_err(self.err())? {
-                entries.push(pe);
+            };
+            if let Some(entry) = read().map_err(self.err())? {
+                let path = r.get_ref(0).map_err(self.err())?;
+                let path = path.as_str().map_err(|e| self.err()(e.into()))?;
+                list.push(path, entry);
             }
         }
-        Ok(SyncedList::from_sorted(entries))
+        Ok(list.finish())
     }
 
     /// Applies changes in one transaction: all or nothing.
