@@ -284,12 +284,23 @@ impl State {
 
     /// The folder's synced tree. A row that cannot be read is skipped (and so re-synced).
     pub fn synced(&self, folder: FolderId) -> Result<SyncedTree> {
-        Ok(self.synced_list(folder)?.into_tree())
+        let mut entries = Vec::with_capacity(self.synced_count(folder)?);
+        self.read_synced(folder, |p, e| entries.push((p.to_owned(), e)))?;
+        // In path order: the map is built in one go, with full nodes (one filled by inserting
+        // leaves them about half empty), so it takes less memory and less time.
+        Ok(entries.into_iter().collect())
     }
 
     /// The folder's synced entries as one sorted list, read straight into a list of the right
-    /// size (no second copy, no room to spare).
+    /// size (no second copy, no room to spare). Rows that cannot be read are skipped.
     pub fn synced_list(&self, folder: FolderId) -> Result<SyncedList> {
+        let mut list = SyncedList::with_capacity(self.synced_count(folder)?);
+        self.read_synced(folder, |p, e| list.push(p, e))?;
+        Ok(list.finish())
+    }
+
+    /// How many synced entries the folder has (to make room for them).
+    fn synced_count(&self, folder: FolderId) -> Result<usize> {
         let count: i64 = self
             .conn
             .query_row(
@@ -298,6 +309,15 @@ impl State {
                 |r| r.get(0),
             )
             .map_err(self.err())?;
+        Ok(usize::try_from(count).unwrap_or(0))
+    }
+
+    /// Reads the folder's synced entries in path order, each readable one to `entry`.
+    fn read_synced(
+        &self,
+        folder: FolderId,
+        mut entry: impl FnMut(&str, SyncedEntry),
+    ) -> Result<()> {
         let mut stmt = self
             .conn
             .prepare(
@@ -305,7 +325,6 @@ impl State {
                  FROM entries WHERE folder_id = ?1 ORDER BY path",
             )
             .map_err(self.err())?;
-        let mut list = SyncedList::with_capacity(usize::try_from(count).unwrap_or(0));
         let mut rows = stmt.query([folder.0]).map_err(self.err())?;
         while let Some(r) = rows.next().map_err(self.err())? {
             let read = || -> rusqlite::Result<Option<SyncedEntry>> {
@@ -338,13 +357,12 @@ impl State {
                     stat,
                 }))
             };
-            if let Some(entry) = read().map_err(self.err())? {
+            if let Some(e) = read().map_err(self.err())? {
                 let path = r.get_ref(0).map_err(self.err())?;
-                let path = path.as_str().map_err(|e| self.err()(e.into()))?;
-                list.push(path, entry);
+                entry(path.as_str().map_err(|e| self.err()(e.into()))?, e);
             }
         }
-        Ok(list.finish())
+        Ok(())
     }
 
     /// Applies changes in one transaction: all or nothing.
