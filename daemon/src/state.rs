@@ -132,6 +132,10 @@ impl State {
             .map_err(err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(err)?;
+        // Most reads here go front to back once (the quick check, the synced tree), and SQLite's
+        // default 2 MiB page cache would only hold pages that are not read again; the OS keeps
+        // the file cached anyway.
+        conn.pragma_update(None, "cache_size", -512).map_err(err)?;
         migrations()
             .to_latest(&mut conn)
             .map_err(|e| Error::Migration {
