@@ -103,6 +103,7 @@ impl Device {
         let local = self.disk.scan(&self.synced);
         let ops = plan(&local, &self.remote, &self.synced);
         let ops = moves::pair(ops, &local, &self.remote, &self.synced);
+        self.check_delta_plan(&local, &ops);
         self.pending = Some(Pending {
             ops,
             local,
@@ -111,6 +112,33 @@ impl Device {
             pushed: false,
         });
         &self.pending.as_ref().expect("set just above").ops
+    }
+
+    /// The one-shot commands plan from the trees cut down to the paths where a side differs
+    /// from the synced tree (`crate::delta`): the same plan, on every state these runs reach.
+    /// Once with the commands' own test of "as synced", once with one that only looks at what
+    /// the planner reads (version and content), which leaves out far more of the remote side.
+    fn check_delta_plan(&self, local: &LocalTree, ops: &[Op]) {
+        use crate::delta::{restrict, split};
+        use crate::tree::{RemoteEntry, SyncedList};
+        let list = SyncedList::from(&self.synced);
+        let plans_alike = |remote_as_synced: &dyn Fn(&RemoteEntry, &SyncedEntry) -> bool| {
+            let (mut lc, la) = split(local, &list, LocalEntry::is_as_synced);
+            let (mut rc, ra) = split(&self.remote, &list, remote_as_synced);
+            let rs = restrict(&list, (&mut lc, &la), (&mut rc, &ra));
+            moves::pair(plan(&lc, &rc, &rs), &lc, &rc, &rs) == ops
+        };
+        assert!(
+            plans_alike(&RemoteEntry::is_as_synced),
+            "the restricted trees plan differently"
+        );
+        let same_version = |r: &RemoteEntry, s: &SyncedEntry| {
+            !r.deleted && r.version == s.version && r.content.as_ref() == Some(&s.content)
+        };
+        assert!(
+            plans_alike(&same_version),
+            "the restricted trees plan differently (version and content only)"
+        );
     }
 
     /// `drain_changes`: the remote tree catches up with the log.
