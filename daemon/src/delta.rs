@@ -12,7 +12,7 @@
 //! the same plan from the restricted trees (checked by the tests below and by the randomized
 //! planner runs).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use crate::tree::{
     LocalEntry, LocalTree, RemoteEntry, RemoteTree, SyncedEntry, SyncedList, SyncedTree,
@@ -93,20 +93,16 @@ pub fn restrict(
     (local, local_absent): (&mut LocalTree, &[String]),
     (remote, remote_absent): (&mut RemoteTree, &[String]),
 ) -> SyncedTree {
-    let paths: BTreeSet<String> = local
+    let paths: BTreeMap<String, &SyncedEntry> = local
         .keys()
         .chain(local_absent)
         .chain(remote.keys())
         .chain(remote_absent)
-        .filter(|p| synced.contains_key(p))
-        .cloned()
+        .filter_map(|p| Some((p.clone(), synced.get(p)?)))
         .collect();
     let lacks = |list: &[String], p: &String| list.binary_search(p).is_ok();
     let mut out = Vec::with_capacity(paths.len());
-    for p in paths {
-        let Some(s) = synced.get(&p) else {
-            unreachable!("filtered to synced paths above")
-        };
+    for (p, s) in paths {
         if !local.contains_key(&p) && !lacks(local_absent, &p) {
             local.insert(p.clone(), LocalEntry::of_synced(s));
         }
