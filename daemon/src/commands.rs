@@ -162,21 +162,14 @@ async fn list(remote: &Remote, leave_out: Option<&SyncedList>) -> Result<Listing
                     continue;
                 };
                 files += u64::from(matches!(r.content, Some(Content::File { .. })));
-                let at = leave_out.and_then(|t| Some((t, t.position(&e.path)?)));
-                if let (Some((t, at)), Some(found)) = (at, found.as_mut()) {
-                    found.mark(at);
-                    if t.at(at).is_some_and(|(_, s)| r.is_as_synced(s)) {
-                        continue;
-                    }
+                let synced = found.as_mut().and_then(|f| f.mark(&e.path));
+                if !synced.is_some_and(|s| r.is_as_synced(s)) {
+                    entries.push((e.path, r));
                 }
-                entries.push((e.path, r));
             }
         })
         .await?;
-    let absent = match (leave_out, found) {
-        (Some(synced), Some(found)) => found.absent(synced),
-        _ => Vec::new(),
-    };
+    let absent = found.map_or_else(Vec::new, |f| f.absent());
     Ok(Listing {
         // Built in one go from the whole list: a map filled in bulk has full nodes (one filled
         // by inserting in order leaves them about half empty), so it takes less memory.

@@ -20,23 +20,27 @@ use crate::tree::{
 
 /// Which paths of a [`SyncedList`] a side holds: one bit per synced entry.
 #[derive(Clone, Debug)]
-pub struct Found {
+pub struct Found<'a> {
+    synced: &'a SyncedList,
     bits: Vec<u64>,
 }
 
-impl Found {
+impl<'a> Found<'a> {
     /// Nothing found yet.
-    pub fn new(synced: &SyncedList) -> Self {
+    pub fn new(synced: &'a SyncedList) -> Self {
         Found {
+            synced,
             bits: vec![0; synced.len().div_ceil(64)],
         }
     }
 
-    /// The side holds the synced entry at `at` ([`SyncedList::position`]).
-    pub fn mark(&mut self, at: usize) {
+    /// The side holds `path`: marks it if it was synced, and returns its synced entry.
+    pub fn mark(&mut self, path: &str) -> Option<&'a SyncedEntry> {
+        let at = self.synced.position(path)?;
         if let Some(word) = self.bits.get_mut(at / 64) {
             *word |= 1 << (at % 64);
         }
+        self.synced.at(at)
     }
 
     fn has(&self, at: usize) -> bool {
@@ -46,8 +50,8 @@ impl Found {
     }
 
     /// The synced paths marked.
-    pub fn found<'a>(&'a self, synced: &'a SyncedList) -> impl Iterator<Item = &'a str> {
-        synced
+    pub fn found(&self) -> impl Iterator<Item = &'a str> {
+        self.synced
             .keys()
             .enumerate()
             .filter(|(at, _)| self.has(*at))
@@ -55,8 +59,8 @@ impl Found {
     }
 
     /// The synced paths not marked: what the side lacks. Sorted, as the list is.
-    pub fn absent(&self, synced: &SyncedList) -> Vec<String> {
-        synced
+    pub fn absent(&self) -> Vec<String> {
+        self.synced
             .keys()
             .enumerate()
             .filter(|(at, _)| !self.has(*at))
@@ -67,6 +71,7 @@ impl Found {
 
 /// A whole tree as a delta over `synced`: its entries that are not `as_synced`, and the synced
 /// paths it lacks. What the scan and the listing build as they go, spelled out for the tests.
+#[cfg(test)]
 pub fn split<E: Clone>(
     full: &BTreeMap<String, E>,
     synced: &SyncedList,
@@ -78,10 +83,10 @@ pub fn split<E: Clone>(
         .map(|(p, e)| (p.clone(), e.clone()))
         .collect();
     let mut found = Found::new(synced);
-    for at in full.keys().filter_map(|p| synced.position(p)) {
-        found.mark(at);
+    for p in full.keys() {
+        found.mark(p);
     }
-    (changed, found.absent(synced))
+    (changed, found.absent())
 }
 
 /// Cuts the trees down to the paths where the local or the remote side differs from `synced`:
@@ -291,11 +296,10 @@ mod tests {
             .collect();
         let list = SyncedList::from(&synced);
         let mut found = Found::new(&list);
-        for p in ["c", "x", "a"] {
-            if let Some(at) = list.position(p) {
-                found.mark(at);
-            }
-        }
-        assert_eq!(found.absent(&list), ["a.b", "a/b"]);
+        assert_eq!(found.mark("c"), list.get("c"));
+        assert_eq!(found.mark("x"), None);
+        assert!(found.mark("a").is_some());
+        assert!(found.found().eq(["a", "c"]));
+        assert_eq!(found.absent(), ["a.b", "a/b"]);
     }
 }

@@ -425,18 +425,19 @@ struct Walk {
     left_out_bytes: u64,
 }
 
-/// Is the walked entry exactly as synced at `s` (what the scan would make of it, content id
-/// reused, equals the synced entry)?
+/// Is the walked entry exactly as synced at `s`: is what the scan makes of it (a file's content
+/// id reused when its stat says so) [`LocalEntry::is_as_synced`]?
 fn walked_as_synced(kind: &WalkedKind, stat: Stat, s: &SyncedEntry, modes: bool) -> bool {
-    stat == s.stat
-        && match (kind, &s.content) {
-            (WalkedKind::File, Content::File { exec, .. }) => {
-                exec_of(modes, Some(s), stat) == *exec
-            }
-            (WalkedKind::Dir, Content::Dir) => true,
-            (WalkedKind::Symlink(t), Content::Symlink(was)) => t == was,
-            _ => false,
-        }
+    let content = match (kind, &s.content) {
+        (WalkedKind::File, Content::File { id, .. }) if reusable(s.stat, stat) => Content::File {
+            id: *id,
+            exec: exec_of(modes, Some(s), stat),
+        },
+        (WalkedKind::Dir, _) => Content::Dir,
+        (WalkedKind::Symlink(t), Content::Symlink(_)) => Content::Symlink(t.clone()),
+        _ => return false,
+    };
+    LocalEntry { content, stat }.is_as_synced(s)
 }
 
 /// The namespace path a disk path under `root` would have (lossy for non-UTF-8 names).
@@ -452,9 +453,8 @@ pub fn rel_key(root: &Path, disk: &Path) -> Option<String> {
 /// `modes`: whether the folder keeps modes ([`crate::localfs::keeps_modes`]).
 fn walk(root: &Path, how: &How, modes: bool, expect: usize) -> Result<Walk> {
     let region = how.region.as_ref();
-    let leave_out = how.leave_out.as_deref();
     // The synced paths met (those exactly as synced are left out of `out`).
-    let mut found = leave_out.map(crate::delta::Found::new);
+    let mut found = how.leave_out.as_deref().map(crate::delta::Found::new);
     let (mut left_out_files, mut left_out_bytes) = (0, 0);
     let md = std::fs::metadata(root).map_err(|e| Error::io(root, e))?;
     if !md.is_dir() {
@@ -541,10 +541,9 @@ fn walk(root: &Path, how: &How, modes: bool, expect: usize) -> Result<Walk> {
         }
         if seen.is_none() && path != rel {
             // What was left out, then what was kept (whose disk paths win for a path in both).
-            let left_out = leave_out
-                .zip(found.as_ref())
-                .into_iter()
-                .flat_map(|(t, f)| f.found(t))
+            let left_out = found
+                .iter()
+                .flat_map(|f| f.found())
                 .map(|p| (p.to_owned(), root.join(p)));
             let so_far = out.iter().map(|w| {
                 let disk = w.unusual.clone().unwrap_or_else(|| root.join(&w.path));
@@ -569,15 +568,11 @@ fn walk(root: &Path, how: &How, modes: bool, expect: usize) -> Result<Walk> {
         stats += 1;
         match stat_entry(&disk) {
             Ok(Some((kind, stat))) => {
-                let at = leave_out.and_then(|t| Some((t, t.position(&path)?)));
-                if let (Some((_, at)), Some(found)) = (at, found.as_mut()) {
-                    found.mark(at);
-                }
+                let synced = found.as_mut().and_then(|f| f.mark(&path));
                 // Left out only under a usual name: the disk path of the others is kept.
-                let as_synced = at
+                let as_synced = synced
                     .filter(|_| path == rel)
-                    .and_then(|(t, at)| t.at(at))
-                    .is_some_and(|(_, s)| walked_as_synced(&kind, stat, s, modes));
+                    .is_some_and(|s| walked_as_synced(&kind, stat, s, modes));
                 if as_synced {
                     if matches!(kind, WalkedKind::File) {
                         left_out_files += 1;
@@ -609,10 +604,7 @@ fn walk(root: &Path, how: &How, modes: bool, expect: usize) -> Result<Walk> {
         out.sort_by(|a, b| a.path.cmp(&b.path));
     }
     let temps = std::mem::take(&mut *temps.lock().unwrap_or_else(|p| p.into_inner()));
-    let absent = match (leave_out, found) {
-        (Some(synced), Some(found)) => found.absent(synced),
-        _ => Vec::new(),
-    };
+    let absent = found.map_or_else(Vec::new, |f| f.absent());
     Ok(Walk {
         out,
         errors,

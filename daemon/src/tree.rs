@@ -177,21 +177,12 @@ impl SyncedList {
     }
 
     /// The entry at `at` (from [`SyncedList::position`]); `None` past the end.
-    pub fn at(&self, at: usize) -> Option<(&str, &SyncedEntry)> {
-        let e = self.entries.get(at)?;
-        Some((self.key(at), e))
-    }
-
-    pub fn get_key_value(&self, path: &str) -> Option<(&str, &SyncedEntry)> {
-        self.at(self.position(path)?)
+    pub fn at(&self, at: usize) -> Option<&SyncedEntry> {
+        self.entries.get(at)
     }
 
     pub fn get(&self, path: &str) -> Option<&SyncedEntry> {
-        self.get_key_value(path).map(|(_, e)| e)
-    }
-
-    pub fn contains_key(&self, path: &str) -> bool {
-        self.position(path).is_some()
+        self.at(self.position(path)?)
     }
 
     /// The paths, in order.
@@ -204,6 +195,7 @@ impl SyncedList {
     }
 }
 
+#[cfg(test)]
 impl From<&SyncedTree> for SyncedList {
     fn from(t: &SyncedTree) -> Self {
         let mut l = SyncedList::with_capacity(t.len());
@@ -349,7 +341,7 @@ mod tests {
         assert!(list.keys().eq(map.keys().map(String::as_str)));
         for (i, (p, e)) in map.iter().enumerate() {
             assert_eq!(list.position(p), Some(i));
-            assert_eq!(list.at(i), Some((p.as_str(), e)));
+            assert_eq!(list.at(i), Some(e));
         }
         for missing in ["", "a/", "a0", "c", "e"] {
             assert_eq!(list.get(missing), None, "{missing}");

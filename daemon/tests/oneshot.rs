@@ -1,7 +1,6 @@
 //! One-shot `pull` against an in-process cairn-server, where the server must fail between two
 //! calls: a fault injected at the tree listing, after the namespace call succeeded.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -31,15 +30,6 @@ impl Injector for NoListing {
     }
 }
 
-fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn a_pull_whose_listing_fails_removes_the_folder_it_created_and_keeps_one_it_found() {
     let base = tempfile::tempdir().unwrap();
@@ -67,7 +57,6 @@ async fn a_pull_whose_listing_fails_removes_the_folder_it_created_and_keeps_one_
     std::fs::create_dir(&found).unwrap();
     std::fs::write(found.join("mine.txt"), "kept").unwrap();
     pull(&cfg, &found, NS, UI, false).await.unwrap_err();
-    assert!(entries(&found).contains(&"mine.txt".to_owned()));
     assert_eq!(
         std::fs::read_to_string(found.join("mine.txt")).unwrap(),
         "kept"
