@@ -1,8 +1,8 @@
 //! One-shot commands: push and pull a folder (scan → plan → execute), list versions.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use cairn_proto::{Seq, validate_path};
@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::chunker::ChunkParams;
 use crate::config::Config;
+use crate::delta::{Merge, Order, Rows};
 use crate::download::Pull;
 use crate::error::{Error, Result};
 use crate::guard::{self, Held};
@@ -17,8 +18,8 @@ use crate::planner::{Op, plan};
 use crate::reconcile::reconcile;
 use crate::remote::Remote;
 use crate::scanner::{Scanned, scan_changes};
-use crate::state::{FolderId, State};
-use crate::tree::{Content, RemoteEntry, RemoteTree, SyncedList, SyncedTree};
+use crate::state::{FolderId, State, SyncedReader};
+use crate::tree::{Content, RemoteEntry, RemoteTree, SyncedTree};
 use crate::upload::Push;
 use crate::{delta, portability};
 
@@ -130,6 +131,8 @@ struct Listing {
     changed: RemoteTree,
     /// With `leave_out`: its paths the server's tree lacks (or sent unusable), sorted.
     absent: Vec<String>,
+    /// With `leave_out`: the synced entries of the paths in `changed` and `absent`.
+    synced: SyncedTree,
     head: Seq,
     /// Entries with unusable paths, left out.
     errors: Vec<Error>,
@@ -137,11 +140,18 @@ struct Listing {
     files: u64,
 }
 
-/// Lists the server's tree and the log head. With `leave_out`, entries exactly as synced there are
-/// left out ([`Listing::changed`] is a delta over it).
-async fn list(remote: &Remote, leave_out: Option<&SyncedList>) -> Result<Listing> {
+/// Lists the server's tree and the log head. With `leave_out`, the synced rows are read beside
+/// the listing (both in byte order) and entries exactly as synced are left out
+/// ([`Listing::changed`] is a delta over the synced tree).
+async fn list(remote: &Remote, leave_out: Option<SyncedReader>) -> Result<Listing> {
     let mut entries = Vec::new();
-    let mut found = leave_out.map(delta::Found::new);
+    let mut merging = match leave_out {
+        Some(reader) => Some((Merge::new(Order::Bytes), reader.pages()?)),
+        None => None,
+    };
+    let mut touched = SyncedTree::new();
+    // The state DB failed while a page was merged (the callback cannot return it).
+    let mut failed = None;
     let mut errors = Vec::new();
     let mut files = 0;
     let head = remote
@@ -162,23 +172,69 @@ async fn list(remote: &Remote, leave_out: Option<&SyncedList>) -> Result<Listing
                     continue;
                 };
                 files += u64::from(matches!(r.content, Some(Content::File { .. })));
-                let synced = found.as_mut().and_then(|f| f.mark(&e.path));
-                if !synced.is_some_and(|s| r.is_as_synced(s)) {
+                let synced = match &mut merging {
+                    Some((merge, rows)) => merge.meet(&e.path, true, rows).unwrap_or_else(|err| {
+                        failed.get_or_insert(err);
+                        None
+                    }),
+                    None => None,
+                };
+                if !synced.as_ref().is_some_and(|s| r.is_as_synced(s)) {
+                    touched.extend(synced.map(|s| (e.path.clone(), s)));
                     entries.push((e.path, r));
                 }
             }
         })
         .await?;
-    let absent = found.map_or_else(Vec::new, |f| f.absent());
+    if let Some(err) = failed {
+        return Err(err);
+    }
+    let mut absent = Vec::new();
+    if let Some((merge, mut rows)) = merging {
+        let merged = merge.finish(&mut rows)?;
+        absent = merged.absent.iter().map(|(p, _)| p.clone()).collect();
+        touched.extend(merged.absent);
+    }
     Ok(Listing {
         // Built in one go from the whole list: a map filled in bulk has full nodes (one filled
         // by inserting in order leaves them about half empty), so it takes less memory.
         changed: entries.into_iter().collect(),
         absent,
+        synced: touched,
         head,
         errors,
         files,
     })
+}
+
+/// The portability warnings for every path of a side given as a delta over the synced tree
+/// (those `keep` keeps), with the synced paths read from the state DB in byte order.
+fn warnings_over<E>(
+    reader: &SyncedReader,
+    (changed, absent): (&BTreeMap<String, E>, &[String]),
+    keep: impl Fn(&str) -> bool,
+) -> Result<Vec<Error>> {
+    reader.rows(Order::Bytes, |rows| {
+        let mut failed = None;
+        let mut out = portability::Warnings::default();
+        {
+            let synced = std::iter::from_fn(|| {
+                rows.next_row()
+                    .unwrap_or_else(|e| {
+                        failed = Some(e);
+                        None
+                    })
+                    .map(|(p, _)| p)
+            });
+            for p in delta::paths(synced, changed, absent).filter(|p| keep(p)) {
+                out.add(&p);
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(out.finish()),
+        }
+    })?
 }
 
 pub(crate) fn params_of(info: &cairn_proto::pb::NamespaceInfo) -> Result<ChunkParams> {
@@ -253,12 +309,14 @@ async fn scan_beside_listing(
 ) -> Result<Sides> {
     let state = State::open(&cfg.dirs.state_db())?;
     let folder = state.folder(root, namespace, &cfg.server)?;
-    let synced = Arc::new(state.synced_list(folder)?);
     let listing = tokio::spawn({
-        let (remote, synced) = (remote.clone(), synced.clone());
-        async move { list(&remote, Some(&synced)).await }
+        let (remote, synced) = (remote.clone(), state.synced_reader(folder)?);
+        async move { list(&remote, Some(synced)).await }
     });
-    let scanned = scan_changes(root, &synced, params, workers(), &bar).await;
+    let scanned = match state.synced_reader(folder) {
+        Ok(synced) => scan_changes(root, synced, params, workers(), &bar).await,
+        Err(e) => Err(e),
+    };
     bar.finish_and_clear();
     let mut scanned = match scanned {
         Ok(s) => s,
@@ -272,24 +330,24 @@ async fn scan_beside_listing(
         .map_err(|e| Error::Protocol(format!("listing the server's tree failed: {e}")))??;
     let mut errors = std::mem::take(&mut listing.errors);
     errors.append(&mut scanned.errors);
-    // The scan's and the listing's tasks are done with their references.
-    let whole = Arc::unwrap_or_clone(synced);
+    let reader = state.synced_reader(folder)?;
     let warnings = match writes {
         // What a push sends: every local path.
-        Writes::Server => {
-            portability::warnings(delta::paths(&whole, &scanned.tree, &scanned.absent))
-        }
+        Writes::Server => warnings_over(&reader, (&scanned.tree, &scanned.absent), |_| true)?,
         // What a pull writes: every live remote path.
         Writes::Disk => {
             let changed = &listing.changed;
-            let live = |p: &&str| changed.get(*p).is_none_or(|e| e.content.is_some());
-            portability::warnings(delta::paths(&whole, changed, &listing.absent).filter(live))
+            let live = |p: &str| changed.get(p).is_none_or(|e| e.content.is_some());
+            warnings_over(&reader, (changed, &listing.absent), live)?
         }
     };
-    let synced_files = guard::synced_files(whole.values());
+    drop(reader);
+    let synced_files = scanned.synced_files;
+    let mut synced = std::mem::take(&mut scanned.synced);
+    synced.extend(std::mem::take(&mut listing.synced));
     let mut remote_tree = listing.changed;
     let synced = delta::restrict(
-        &whole,
+        &synced,
         (&mut scanned.tree, &scanned.absent),
         (&mut remote_tree, &listing.absent),
     );

@@ -19,61 +19,85 @@ pub fn warnings<'a>(paths: impl IntoIterator<Item = &'a str>) -> Vec<Error> {
     if !paths.is_sorted() {
         paths.sort_unstable();
     }
-    let mut out = Vec::new();
-    // The folders above the current path, each with the names met in it so far (folded name →
-    // the first spelling). In byte order a folder's whole subtree comes in one run, so its names
-    // are dropped when the run ends: the memory follows the depth and the folders' sizes, not the
-    // tree's. Only names met twice are kept in `names`: (parent, folded name) → spellings.
-    let mut open: Vec<(&str, HashMap<Cow<'_, str>, &str>)> = Vec::new();
-    let mut names: BTreeMap<(&str, Cow<'_, str>), Vec<&str>> = BTreeMap::new();
+    let mut out = Warnings::default();
     for p in paths {
+        out.add(p);
+    }
+    out.finish()
+}
+
+/// [`warnings`] for paths given one at a time, in byte order, without holding them all.
+///
+/// It keeps the folders above the current path, each with the names met in it so far (folded
+/// name → the first spelling). In byte order a folder's whole subtree comes in one run, so its
+/// names are dropped when the run ends: the memory follows the depth and the folders' sizes, not
+/// the tree's. Only names met twice are kept in `names`: (parent, folded name) → spellings.
+#[derive(Debug, Default)]
+pub struct Warnings {
+    out: Vec<Error>,
+    open: Vec<(String, HashMap<String, String>)>,
+    names: BTreeMap<(String, String), Vec<String>>,
+}
+
+impl Warnings {
+    /// The next path, after every path added so far in byte order.
+    pub fn add(&mut self, p: &str) {
         if let Some(why) = windows_name_problem(p) {
-            out.push(Error::path(
+            self.out.push(Error::path(
                 p,
                 format!("{why}; it syncs as is, but a Windows device could not hold it"),
             ));
         }
         let (parent, name) = p.rsplit_once('/').unwrap_or(("", p));
-        while open.last().is_some_and(|(dir, _)| !is_within(parent, dir)) {
-            open.pop();
+        while self
+            .open
+            .last()
+            .is_some_and(|(dir, _)| !is_within(parent, dir))
+        {
+            self.open.pop();
         }
-        if open.last().is_none_or(|(dir, _)| *dir != parent) {
-            open.push((parent, HashMap::new()));
+        if self.open.last().is_none_or(|(dir, _)| dir != parent) {
+            self.open.push((parent.to_owned(), HashMap::new()));
         }
-        let Some((_, seen)) = open.last_mut() else {
+        let Some((_, seen)) = self.open.last_mut() else {
             unreachable!("a folder was pushed just above")
         };
-        match seen.entry(fold_key(name)) {
+        match seen.entry(fold_key(name).into_owned()) {
             Entry::Vacant(v) => {
-                v.insert(p);
+                v.insert(p.to_owned());
             }
-            Entry::Occupied(o) => names
-                .entry((parent, o.key().clone()))
-                .or_insert_with(|| vec![*o.get()])
-                .push(p),
+            Entry::Occupied(o) => self
+                .names
+                .entry((parent.to_owned(), o.key().clone()))
+                .or_insert_with(|| vec![o.get().clone()])
+                .push(p.to_owned()),
         }
     }
-    for spellings in names.values_mut() {
-        spellings.sort_unstable();
-        spellings.dedup();
-        if let [first, rest @ ..] = spellings.as_slice() {
-            for p in rest {
-                out.push(Error::path(
-                    *p,
-                    format!(
-                        "differs from {first:?} only in letter case: both sync, but a folder that \
-                         ignores case (macOS, Windows, vfat) keeps this one as {:?}",
-                        case_conflict_name(p, 1)
-                    ),
-                ));
+
+    /// The warnings, sorted by path.
+    pub fn finish(mut self) -> Vec<Error> {
+        for spellings in self.names.values_mut() {
+            spellings.sort_unstable();
+            spellings.dedup();
+            if let [first, rest @ ..] = spellings.as_slice() {
+                for p in rest {
+                    self.out.push(Error::path(
+                        p.as_str(),
+                        format!(
+                            "differs from {first:?} only in letter case: both sync, but a folder \
+                             that ignores case (macOS, Windows, vfat) keeps this one as {:?}",
+                            case_conflict_name(p, 1)
+                        ),
+                    ));
+                }
             }
         }
+        self.out.sort_by_key(|e| match e {
+            Error::Path { path, .. } => path.clone(),
+            _ => String::new(),
+        });
+        self.out
     }
-    out.sort_by_key(|e| match e {
-        Error::Path { path, .. } => path.clone(),
-        _ => String::new(),
-    });
-    out
 }
 
 /// Is folder `path` `dir` or inside it (`""` is the root)?

@@ -3,17 +3,17 @@
 use std::collections::HashMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use cairn_proto::{to_nfc, validate_path};
 use futures::StreamExt;
 use indicatif::ProgressBar;
 
 use crate::chunker::{Chunk, ChunkParams, chunk_reader};
+use crate::delta::{Merge, Order, Rows};
 use crate::error::{Error, Result};
+use crate::state::{Cursor, SyncedReader};
 use crate::tree::{
-    Content, LocalEntry, LocalTree, Stat, SyncedEntry, SyncedList, SyncedLookup, SyncedTree,
-    is_exec,
+    Content, LocalEntry, LocalTree, Stat, SyncedEntry, SyncedLookup, SyncedTree, is_exec,
 };
 
 /// The root marker's name; never synced.
@@ -59,6 +59,10 @@ pub struct Scanned {
     /// synced tree (and the entries under names that are not NFC on disk, kept for their disk
     /// path); every other synced path is on disk exactly as synced (see [`crate::delta`]).
     pub absent: Vec<String>,
+    /// A scan of changes only: the synced entries of the paths in `tree` and in `absent`.
+    pub synced: SyncedTree,
+    /// A scan of changes only: the files (not folders) in the whole synced tree.
+    pub synced_files: u64,
 }
 
 impl Scanned {
@@ -176,21 +180,22 @@ pub async fn scan(
     scan_region(root, None, synced, params, concurrency, progress).await
 }
 
-/// Like [`scan`], but the tree holds only the entries that differ from `synced` and
-/// [`Scanned::absent`] names the synced paths not found: the one-shot commands' scan, whose
-/// memory grows with what changed rather than with the folder (see [`crate::delta`]).
+/// Like [`scan`], but the synced tree is read from the state DB beside the walk, and the tree
+/// holds only the entries that differ from it; [`Scanned::absent`] names the synced paths not
+/// found: the one-shot commands' scan, whose memory grows with what changed rather than with the
+/// folder (see [`crate::delta`]).
 pub async fn scan_changes(
     root: &Path,
-    synced: &Arc<SyncedList>,
+    synced: SyncedReader,
     params: ChunkParams,
     concurrency: usize,
     progress: &ProgressBar,
 ) -> Result<Scanned> {
     let how = How {
         region: None,
-        leave_out: Some(synced.clone()),
+        leave_out: Some(synced),
     };
-    scan_with(root, how, &**synced, params, concurrency, progress).await
+    scan_with(root, how, &SyncedTree::new(), params, concurrency, progress).await
 }
 
 /// What a walk covers and leaves out.
@@ -198,7 +203,7 @@ struct How {
     /// Only these paths (see [`Region`]); all when `None`.
     region: Option<Region>,
     /// Entries exactly as in this synced tree are left out (a scan of changes).
-    leave_out: Option<Arc<SyncedList>>,
+    leave_out: Option<SyncedReader>,
 }
 
 /// Like [`scan`], but with `region` only the region's paths are walked: the same walker, ignore
@@ -247,12 +252,16 @@ async fn scan_with(
         stat_calls: w.stats,
         temps: w.temps,
         absent: w.absent,
+        synced_files: w.synced_files,
         root: root.to_owned(),
         files: w.left_out_files,
         bytes_scanned: w.left_out_bytes,
         ..Default::default()
     };
     let walked = w.out;
+    // A scan of changes looks its paths up in the synced entries the walk kept for them.
+    let touched = w.touched;
+    let synced: &dyn SyncedLookup = if leaving_out { &touched } else { synced };
     let mut to_hash = Vec::new();
     // The tree's entries, made into the map in one go at the end (full nodes: less memory).
     let mut entries = Vec::with_capacity(walked.len());
@@ -346,6 +355,9 @@ async fn scan_with(
         }
     }
     out.tree = entries.into_iter().collect();
+    if leaving_out {
+        out.synced = touched;
+    }
     Ok(out)
 }
 
@@ -420,6 +432,10 @@ struct Walk {
     temps: Vec<PathBuf>,
     /// Leaving out what is as synced: the synced paths not found, sorted.
     absent: Vec<String>,
+    /// Leaving out what is as synced: the synced entries of the paths in `out` and `absent`.
+    touched: SyncedTree,
+    /// Leaving out what is as synced: the files in the whole synced tree.
+    synced_files: u64,
     /// Leaving out what is as synced: the files left out, and their bytes.
     left_out_files: u64,
     left_out_bytes: u64,
@@ -450,12 +466,33 @@ pub fn rel_key(root: &Path, disk: &Path) -> Option<String> {
 }
 
 /// Walks without following symlinks, honouring `.cairnignore` files, skipping our own names.
-/// `modes`: whether the folder keeps modes ([`crate::localfs::keeps_modes`]).
+/// `modes`: whether the folder keeps modes ([`crate::localfs::keeps_modes`]). Leaving out what
+/// is as synced, the synced rows are read in the walk's order beside it.
 fn walk(root: &Path, how: &How, modes: bool, expect: usize) -> Result<Walk> {
+    match &how.leave_out {
+        Some(reader) => reader.rows(Order::Walk, |rows| {
+            walk_with(
+                root,
+                how,
+                modes,
+                expect,
+                Some((Merge::new(Order::Walk), rows)),
+            )
+        })?,
+        None => walk_with(root, how, modes, expect, None),
+    }
+}
+
+fn walk_with(
+    root: &Path,
+    how: &How,
+    modes: bool,
+    expect: usize,
+    mut merging: Option<(Merge, &mut Cursor<'_>)>,
+) -> Result<Walk> {
     let region = how.region.as_ref();
-    // The synced paths met (those exactly as synced are left out of `out`).
-    let mut found = how.leave_out.as_deref().map(crate::delta::Found::new);
     let (mut left_out_files, mut left_out_bytes) = (0, 0);
+    let mut touched = SyncedTree::new();
     let md = std::fs::metadata(root).map_err(|e| Error::io(root, e))?;
     if !md.is_dir() {
         return Err(Error::Config(format!(
@@ -541,10 +578,14 @@ fn walk(root: &Path, how: &How, modes: bool, expect: usize) -> Result<Walk> {
         }
         if seen.is_none() && path != rel {
             // What was left out, then what was kept (whose disk paths win for a path in both).
-            let left_out = found
-                .iter()
-                .flat_map(|f| f.found())
-                .map(|p| (p.to_owned(), root.join(p)));
+            let left_out = match &merging {
+                Some((merge, rows)) => met_so_far(merge, rows.reader())?,
+                None => Vec::new(),
+            };
+            let left_out = left_out.into_iter().map(|p| {
+                let disk = root.join(&p);
+                (p, disk)
+            });
             let so_far = out.iter().map(|w| {
                 let disk = w.unusual.clone().unwrap_or_else(|| root.join(&w.path));
                 (w.path.clone(), disk)
@@ -568,9 +609,14 @@ fn walk(root: &Path, how: &How, modes: bool, expect: usize) -> Result<Walk> {
         stats += 1;
         match stat_entry(&disk) {
             Ok(Some((kind, stat))) => {
-                let synced = found.as_mut().and_then(|f| f.mark(&path));
+                // A name that is not NFC sorts by its disk bytes: out of the walk's order.
+                let synced = match &mut merging {
+                    Some((merge, rows)) => merge.meet(&path, path == rel, &mut **rows)?,
+                    None => None,
+                };
                 // Left out only under a usual name: the disk path of the others is kept.
                 let as_synced = synced
+                    .as_ref()
                     .filter(|_| path == rel)
                     .is_some_and(|s| walked_as_synced(&kind, stat, s, modes));
                 if as_synced {
@@ -579,6 +625,9 @@ fn walk(root: &Path, how: &How, modes: bool, expect: usize) -> Result<Walk> {
                         left_out_bytes += stat.size;
                     }
                     continue;
+                }
+                if let Some(s) = synced {
+                    touched.insert(path.clone(), s);
                 }
                 // A usual name's disk path is dropped here: `root/path` again when needed.
                 out.push(Walked {
@@ -604,7 +653,13 @@ fn walk(root: &Path, how: &How, modes: bool, expect: usize) -> Result<Walk> {
         out.sort_by(|a, b| a.path.cmp(&b.path));
     }
     let temps = std::mem::take(&mut *temps.lock().unwrap_or_else(|p| p.into_inner()));
-    let absent = found.map_or_else(Vec::new, |f| f.absent());
+    let (mut absent, mut synced_files) = (Vec::new(), 0);
+    if let Some((merge, rows)) = merging {
+        let merged = merge.finish(rows)?;
+        synced_files = merged.files;
+        absent = merged.absent.iter().map(|(p, _)| p.clone()).collect();
+        touched.extend(merged.absent);
+    }
     Ok(Walk {
         out,
         errors,
@@ -613,9 +668,35 @@ fn walk(root: &Path, how: &How, modes: bool, expect: usize) -> Result<Walk> {
         stats,
         temps,
         absent,
+        touched,
+        synced_files,
         left_out_files,
         left_out_bytes,
     })
+}
+
+/// The synced paths a walk merging with `merge` has met so far, read again from the state DB:
+/// the walk keeps none of those it left out, and needs them once it meets a name that is not NFC.
+fn met_so_far(merge: &Merge, reader: &SyncedReader) -> Result<Vec<String>> {
+    let Some(last) = merge.last() else {
+        return Ok(merge.late().map(str::to_owned).collect());
+    };
+    let in_order = reader.rows(Order::Walk, |rows| -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        while let Some((p, _)) = rows.next_row()? {
+            if Order::Walk.cmp(&p, last).is_gt() {
+                break;
+            }
+            if merge.met(&p) {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    })??;
+    Ok(in_order
+        .into_iter()
+        .chain(merge.late().map(str::to_owned))
+        .collect())
 }
 
 #[cfg(test)]

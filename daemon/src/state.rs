@@ -6,8 +6,9 @@ use cairn_proto::{ContentId, Seq, Version};
 use rusqlite::{Connection, OptionalExtension, params};
 use rusqlite_migration::{M, Migrations};
 
+use crate::delta::{Order, Row, Rows};
 use crate::error::{Error, Result};
-use crate::tree::{Content, Kind, Stat, SyncedEntry, SyncedList, SyncedTree, is_exec};
+use crate::tree::{Content, Kind, Stat, SyncedEntry, SyncedTree, is_exec};
 
 /// A row of `folders`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -295,12 +296,22 @@ impl State {
         Ok(entries.into_iter().collect())
     }
 
-    /// The folder's synced entries as one sorted list, read straight into a list of the right
-    /// size (no second copy, no room to spare). Rows that cannot be read are skipped.
-    pub fn synced_list(&self, folder: FolderId) -> Result<SyncedList> {
-        let mut list = SyncedList::with_capacity(self.synced_count(folder)?);
-        self.read_synced(folder, |p, e| list.push(p, e))?;
-        Ok(list.finish())
+    /// A reader of the folder's synced rows on a connection of its own (see [`SyncedReader`]).
+    pub fn synced_reader(&self, folder: FolderId) -> Result<SyncedReader> {
+        let err = |source| Error::State {
+            path: self.path.clone(),
+            source,
+        };
+        let conn = Connection::open(&self.path).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(err)?;
+        conn.pragma_update(None, "query_only", true).map_err(err)?;
+        conn.pragma_update(None, "cache_size", -64).map_err(err)?;
+        Ok(SyncedReader {
+            conn,
+            path: self.path.clone(),
+            folder,
+        })
     }
 
     /// How many synced entries the folder has (to make room for them).
@@ -324,44 +335,13 @@ impl State {
     ) -> Result<()> {
         let mut stmt = self
             .conn
-            .prepare(
-                "SELECT path, kind, version, content_id, size, mtime_ns, inode, mode, symlink_target
-                 FROM entries WHERE folder_id = ?1 ORDER BY path",
-            )
+            .prepare(&format!(
+                "SELECT {SYNCED_COLUMNS} FROM entries WHERE folder_id = ?1 ORDER BY path"
+            ))
             .map_err(self.err())?;
         let mut rows = stmt.query([folder.0]).map_err(self.err())?;
         while let Some(r) = rows.next().map_err(self.err())? {
-            let read = || -> rusqlite::Result<Option<SyncedEntry>> {
-                let kind: i64 = r.get(1)?;
-                let cid = r.get_ref(3)?.as_blob_or_null()?;
-                let mode: i64 = r.get(7)?;
-                let target: Option<String> = r.get(8)?;
-                let stat = Stat {
-                    size: r.get::<_, i64>(4)? as u64,
-                    mtime_ns: r.get(5)?,
-                    inode: r.get::<_, i64>(6)? as u64,
-                    mode: mode as u32,
-                };
-                let content = match Kind::from_db(kind) {
-                    Some(Kind::File) => {
-                        cid.and_then(|c| ContentId::from_slice(c).ok())
-                            .map(|id| Content::File {
-                                id,
-                                exec: is_exec(stat.mode),
-                            })
-                    }
-                    Some(Kind::Dir) => Some(Content::Dir),
-                    Some(Kind::Symlink) => target.map(Content::Symlink),
-                    None => None,
-                };
-                let version = Version(r.get::<_, i64>(2)? as u64);
-                Ok(content.map(|content| SyncedEntry {
-                    version,
-                    content,
-                    stat,
-                }))
-            };
-            if let Some(e) = read().map_err(self.err())? {
+            if let Some(e) = read_row(r).map_err(self.err())? {
                 let path = r.get_ref(0).map_err(self.err())?;
                 entry(path.as_str().map_err(|e| self.err()(e.into()))?, e);
             }
@@ -424,6 +404,192 @@ impl State {
             j.extend(changes.iter().map(|c| (folder, c.clone())));
         }
         Ok(())
+    }
+}
+
+/// The columns [`read_row`] reads, in its order.
+const SYNCED_COLUMNS: &str =
+    "path, kind, version, content_id, size, mtime_ns, inode, mode, symlink_target";
+
+/// One synced row ([`SYNCED_COLUMNS`]) as an entry; `None` for a kind this version cannot read
+/// (left out, and so synced again).
+fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<SyncedEntry>> {
+    let kind: i64 = r.get(1)?;
+    let cid = r.get_ref(3)?.as_blob_or_null()?;
+    let mode: i64 = r.get(7)?;
+    let target: Option<String> = r.get(8)?;
+    let stat = Stat {
+        size: r.get::<_, i64>(4)? as u64,
+        mtime_ns: r.get(5)?,
+        inode: r.get::<_, i64>(6)? as u64,
+        mode: mode as u32,
+    };
+    let content = match Kind::from_db(kind) {
+        Some(Kind::File) => {
+            cid.and_then(|c| ContentId::from_slice(c).ok())
+                .map(|id| Content::File {
+                    id,
+                    exec: is_exec(stat.mode),
+                })
+        }
+        Some(Kind::Dir) => Some(Content::Dir),
+        Some(Kind::Symlink) => target.map(Content::Symlink),
+        None => None,
+    };
+    let version = Version(r.get::<_, i64>(2)? as u64);
+    Ok(content.map(|content| SyncedEntry {
+        version,
+        content,
+        stat,
+    }))
+}
+
+/// One folder's synced rows, read as they are needed on a read-only connection of its own: the
+/// one-shot commands' scan and listing each merge their side with them on their own thread or
+/// task ([`crate::delta::Merge`]) instead of sharing one copy of the whole synced tree.
+pub struct SyncedReader {
+    conn: Connection,
+    path: PathBuf,
+    folder: FolderId,
+}
+
+impl SyncedReader {
+    fn err(&self) -> impl Fn(rusqlite::Error) -> Error + '_ {
+        move |source| Error::State {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Calls `f` with a cursor over the folder's rows in `order` (one statement: one snapshot).
+    pub fn rows<R>(&self, order: Order, f: impl FnOnce(&mut Cursor<'_>) -> R) -> Result<R> {
+        let key = match order {
+            Order::Bytes => "path",
+            // The walk's order (see `Order::Walk`): SQLite sorts, as no index holds it.
+            Order::Walk => "replace(path, '/', char(1))",
+        };
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT {SYNCED_COLUMNS} FROM entries WHERE folder_id = ?1 ORDER BY {key}"
+            ))
+            .map_err(self.err())?;
+        let rows = stmt.query([self.folder.0]).map_err(self.err())?;
+        Ok(f(&mut Cursor { rows, reader: self }))
+    }
+
+    /// The synced entry at `path`.
+    pub fn get(&self, path: &str) -> Result<Option<SyncedEntry>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {SYNCED_COLUMNS} FROM entries WHERE folder_id = ?1 AND path = ?2"
+            ))
+            .map_err(self.err())?;
+        let mut rows = stmt
+            .query(params![self.folder.0, path])
+            .map_err(self.err())?;
+        match rows.next().map_err(self.err())? {
+            Some(r) => read_row(r).map_err(self.err()),
+            None => Ok(None),
+        }
+    }
+
+    /// In byte order, the readable ones of the `limit` rows after `after`, and the path of the
+    /// last of those `limit` rows (`None` when there were fewer: the end).
+    fn page(&self, after: Option<&str>, limit: usize) -> Result<(Vec<Row>, Option<String>)> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {SYNCED_COLUMNS} FROM entries WHERE folder_id = ?1 AND path > ?2
+                 ORDER BY path LIMIT ?3"
+            ))
+            .map_err(self.err())?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut rows = stmt
+            .query(params![self.folder.0, after.unwrap_or(""), limit])
+            .map_err(self.err())?;
+        let (mut out, mut read, mut last) = (Vec::new(), 0, None);
+        while let Some(r) = rows.next().map_err(self.err())? {
+            let path: String = r.get(0).map_err(self.err())?;
+            read += 1;
+            if let Some(e) = read_row(r).map_err(self.err())? {
+                out.push((path.clone(), e));
+            }
+            last = Some(path);
+        }
+        Ok((out, last.filter(|_| read == limit)))
+    }
+
+    /// The rows in byte order, read a page at a time, with no statement open between pages: for
+    /// a merge in async code, which must not hold one across an await. The pages are read in one
+    /// read transaction, so they are one snapshot too.
+    pub fn pages(self) -> Result<Pages> {
+        self.conn.execute_batch("BEGIN").map_err(self.err())?;
+        Ok(Pages {
+            reader: self,
+            after: None,
+            buf: std::collections::VecDeque::new(),
+            ended: false,
+        })
+    }
+}
+
+/// [`SyncedReader::rows`]' cursor.
+pub struct Cursor<'s> {
+    rows: rusqlite::Rows<'s>,
+    reader: &'s SyncedReader,
+}
+
+impl Cursor<'_> {
+    /// The reader, for look-ups while the cursor is open.
+    pub fn reader(&self) -> &SyncedReader {
+        self.reader
+    }
+}
+
+impl Rows for Cursor<'_> {
+    fn next_row(&mut self) -> Result<Option<Row>> {
+        while let Some(r) = self.rows.next().map_err(self.reader.err())? {
+            if let Some(e) = read_row(r).map_err(self.reader.err())? {
+                return Ok(Some((r.get(0).map_err(self.reader.err())?, e)));
+            }
+        }
+        Ok(None)
+    }
+
+    fn look_up(&mut self, path: &str) -> Result<Option<SyncedEntry>> {
+        self.reader.get(path)
+    }
+}
+
+/// [`SyncedReader::pages`]' rows.
+pub struct Pages {
+    reader: SyncedReader,
+    after: Option<String>,
+    buf: std::collections::VecDeque<Row>,
+    ended: bool,
+}
+
+impl Pages {
+    /// Rows per page: about 100 KB of entries.
+    const PAGE: usize = 1000;
+}
+
+impl Rows for Pages {
+    fn next_row(&mut self) -> Result<Option<Row>> {
+        // A page of unreadable rows only is empty but not the end.
+        while self.buf.is_empty() && !self.ended {
+            let (page, last) = self.reader.page(self.after.as_deref(), Self::PAGE)?;
+            self.ended = last.is_none();
+            self.after = last;
+            self.buf.extend(page);
+        }
+        Ok(self.buf.pop_front())
+    }
+
+    fn look_up(&mut self, path: &str) -> Result<Option<SyncedEntry>> {
+        self.reader.get(path)
     }
 }
 

@@ -96,132 +96,13 @@ pub type LocalTree = BTreeMap<String, LocalEntry>;
 pub type RemoteTree = BTreeMap<String, RemoteEntry>;
 pub type SyncedTree = BTreeMap<String, SyncedEntry>;
 
-/// The synced tree as one list sorted by path: what the one-shot commands look paths up in (see
-/// [`crate::delta`]). The entries sit in one list and the paths in one string, so it takes about
-/// 100 bytes per entry where a [`SyncedTree`] takes about 230 (tree nodes, one allocation per
-/// path), and the state DB fills it without a second copy.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SyncedList {
-    entries: Vec<SyncedEntry>,
-    /// Entry i's path is `paths[ends[i - 1]..ends[i]]` (from 0 for the first).
-    ends: Vec<usize>,
-    paths: String,
-    /// An entry was pushed out of order (or twice): [`SyncedList::finish`] sorts.
-    unsorted: bool,
-}
-
-impl SyncedList {
-    /// Room for `entries` entries.
-    pub fn with_capacity(entries: usize) -> Self {
-        SyncedList {
-            entries: Vec::with_capacity(entries),
-            ends: Vec::with_capacity(entries),
-            ..Default::default()
-        }
-    }
-
-    /// Adds an entry; in path order (as the state DB gives them), or [`SyncedList::finish`]
-    /// must sort.
-    pub fn push(&mut self, path: &str, entry: SyncedEntry) {
-        if !self.is_empty() && self.key(self.len() - 1) >= path {
-            self.unsorted = true;
-        }
-        self.paths.push_str(path);
-        self.ends.push(self.paths.len());
-        self.entries.push(entry);
-    }
-
-    /// Sorted by path, each path once (the last pushed wins), with no room to spare.
-    pub fn finish(mut self) -> Self {
-        if self.unsorted {
-            let mut order: Vec<usize> = (0..self.len()).collect();
-            order.sort_by(|a, b| self.key(*a).cmp(self.key(*b)).then(b.cmp(a)));
-            order.dedup_by(|a, b| self.key(*a) == self.key(*b));
-            let mut out = SyncedList::with_capacity(order.len());
-            for i in order {
-                out.push(self.key(i), self.entries[i].clone());
-            }
-            self = out;
-        }
-        self.entries.shrink_to_fit();
-        self.ends.shrink_to_fit();
-        self.paths.shrink_to_fit();
-        self
-    }
-
-    fn key(&self, at: usize) -> &str {
-        let start = at.checked_sub(1).map_or(0, |i| self.ends[i]);
-        &self.paths[start..self.ends[at]]
-    }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// Where `path` is in the list.
-    pub fn position(&self, path: &str) -> Option<usize> {
-        let (mut lo, mut hi) = (0, self.len());
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            match self.key(mid).cmp(path) {
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return Some(mid),
-            }
-        }
-        None
-    }
-
-    /// The entry at `at` (from [`SyncedList::position`]); `None` past the end.
-    pub fn at(&self, at: usize) -> Option<&SyncedEntry> {
-        self.entries.get(at)
-    }
-
-    pub fn get(&self, path: &str) -> Option<&SyncedEntry> {
-        self.at(self.position(path)?)
-    }
-
-    /// The paths, in order.
-    pub fn keys(&self) -> impl Iterator<Item = &str> {
-        (0..self.len()).map(|i| self.key(i))
-    }
-
-    pub fn values(&self) -> impl Iterator<Item = &SyncedEntry> {
-        self.entries.iter()
-    }
-}
-
-#[cfg(test)]
-impl From<&SyncedTree> for SyncedList {
-    fn from(t: &SyncedTree) -> Self {
-        let mut l = SyncedList::with_capacity(t.len());
-        for (p, e) in t {
-            l.push(p, e.clone());
-        }
-        l.finish()
-    }
-}
-
-/// Looking a path up in either form of the synced tree.
+/// Looking a path up in the synced tree (the scanner takes a map or what a scan of changes kept).
 pub trait SyncedLookup: Send + Sync {
     fn entry(&self, path: &str) -> Option<&SyncedEntry>;
     fn count(&self) -> usize;
 }
 
 impl SyncedLookup for SyncedTree {
-    fn entry(&self, path: &str) -> Option<&SyncedEntry> {
-        self.get(path)
-    }
-    fn count(&self) -> usize {
-        self.len()
-    }
-}
-
-impl SyncedLookup for SyncedList {
     fn entry(&self, path: &str) -> Option<&SyncedEntry> {
         self.get(path)
     }
@@ -314,47 +195,5 @@ impl RemoteEntry {
             mode: meta.mode,
             mtime_ns: meta.mtime_ns,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn dir(v: u64) -> SyncedEntry {
-        SyncedEntry {
-            version: Version(v),
-            content: Content::Dir,
-            stat: Stat::default(),
-        }
-    }
-
-    #[test]
-    fn a_synced_list_finds_what_the_map_finds_and_sorts_what_came_out_of_order() {
-        let map: SyncedTree = ["a", "a.b", "a/b", "b", "é"]
-            .iter()
-            .zip(1..)
-            .map(|(p, v)| (p.to_string(), dir(v)))
-            .collect();
-        let list = SyncedList::from(&map);
-        assert_eq!(list.len(), 5);
-        assert!(list.keys().eq(map.keys().map(String::as_str)));
-        for (i, (p, e)) in map.iter().enumerate() {
-            assert_eq!(list.position(p), Some(i));
-            assert_eq!(list.at(i), Some(e));
-        }
-        for missing in ["", "a/", "a0", "c", "e"] {
-            assert_eq!(list.get(missing), None, "{missing}");
-        }
-        assert!(list.values().eq(map.values()));
-
-        // Out of order and twice: sorted, the last one pushed kept.
-        let mut l = SyncedList::with_capacity(0);
-        for (p, v) in [("b", 1), ("a/b", 2), ("b", 3), ("a", 4)] {
-            l.push(p, dir(v));
-        }
-        let l = l.finish();
-        assert!(l.keys().eq(["a", "a/b", "b"]));
-        assert_eq!(l.get("b"), Some(&dir(3)));
     }
 }

@@ -134,13 +134,21 @@ fn a_scan_of_changes_is_the_full_scan_as_a_delta_over_the_synced_tree() {
     }
     std::os::unix::fs::symlink("keep", r.join("link")).unwrap();
     let tree = synced_from(&scan_now(r, &SyncedTree::new()).tree);
-    let synced = Arc::new(SyncedList::from(&tree));
-    let changes = |synced: &Arc<SyncedList>| {
+    let db = tempfile::tempdir().unwrap();
+    let mut state = crate::state::State::open(&db.path().join("state.db")).unwrap();
+    let folder = state.folder(r, "ns", "http://127.0.0.1:1").unwrap();
+    let puts: Vec<_> = tree
+        .iter()
+        .map(|(p, e)| crate::state::SyncedChange::Put(p.clone(), e.clone()))
+        .collect();
+    state.apply(folder, &puts).unwrap();
+    let changes = || {
+        let synced = state.synced_reader(folder).unwrap();
         rt().block_on(scan_changes(r, synced, PARAMS, 2, &ProgressBar::hidden()))
             .expect("scan succeeds")
     };
     // Nothing changed: nothing but the name that is not NFC on disk (kept for its disk path).
-    let none = changes(&synced);
+    let none = changes();
     let kept: Vec<&str> = none.tree.keys().map(String::as_str).collect();
     assert_eq!(kept, ["caf\u{e9}"]);
     assert!(none.absent.is_empty());
@@ -154,8 +162,9 @@ fn a_scan_of_changes_is_the_full_scan_as_a_delta_over_the_synced_tree() {
     // name that is not NFC.
     fs::write(r.join("a/b/\u{212b}"), "twin").unwrap();
     let full = scan_now(r, &tree);
-    let delta = changes(&synced);
-    let (changed, absent) = crate::delta::split(&full.tree, &synced, LocalEntry::is_as_synced);
+    let delta = changes();
+    let (changed, absent, touched) =
+        crate::delta::split(&full.tree, &tree, LocalEntry::is_as_synced);
     // The delta holds what changed, plus the entries it keeps for their disk path.
     for (p, e) in &delta.tree {
         assert_eq!(full.tree.get(p), Some(e), "{p}");
@@ -167,6 +176,18 @@ fn a_scan_of_changes_is_the_full_scan_as_a_delta_over_the_synced_tree() {
     assert_eq!(delta.tree, with_unusual);
     assert_eq!(delta.absent, absent);
     assert_eq!(absent, ["gone", "ign"]);
+    // The synced entries of what it kept and lacks, and the count of every synced file.
+    let mut kept_synced = touched;
+    kept_synced.insert("caf\u{e9}".to_owned(), tree["caf\u{e9}"].clone());
+    assert_eq!(delta.synced, kept_synced);
+    let files = tree
+        .values()
+        .filter(|e| !matches!(e.content, Content::Dir))
+        .count();
+    assert_eq!(
+        (delta.synced_files, none.synced_files),
+        (files as u64, files as u64)
+    );
     assert!(!delta.tree.contains_key("keep") && delta.tree.contains_key("mode"));
     assert!(delta.skipped.contains("a/b/\u{c5}") && full.skipped.contains("a/b/\u{c5}"));
     let twins = |s: &Scanned| {

@@ -120,12 +120,12 @@ impl Device {
     /// the planner reads (version and content), which leaves out far more of the remote side.
     fn check_delta_plan(&self, local: &LocalTree, ops: &[Op]) {
         use crate::delta::{restrict, split};
-        use crate::tree::{RemoteEntry, SyncedList};
-        let list = SyncedList::from(&self.synced);
+        use crate::tree::RemoteEntry;
         let plans_alike = |remote_as_synced: &dyn Fn(&RemoteEntry, &SyncedEntry) -> bool| {
-            let (mut lc, la) = split(local, &list, LocalEntry::is_as_synced);
-            let (mut rc, ra) = split(&self.remote, &list, remote_as_synced);
-            let rs = restrict(&list, (&mut lc, &la), (&mut rc, &ra));
+            let (mut lc, la, mut touched) = split(local, &self.synced, LocalEntry::is_as_synced);
+            let (mut rc, ra, rt) = split(&self.remote, &self.synced, remote_as_synced);
+            touched.extend(rt);
+            let rs = restrict(&touched, (&mut lc, &la), (&mut rc, &ra));
             moves::pair(plan(&lc, &rc, &rs), &lc, &rc, &rs) == ops
         };
         assert!(
