@@ -48,6 +48,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!(
             "../../migrations/daemon/0003_delete_guard.sql"
         )),
+        M::up(include_str!("../../migrations/daemon/0004_walk_order.sql")),
     ])
 }
 
@@ -86,7 +87,11 @@ impl State {
     pub fn open(path: &Path) -> Result<Self> {
         let damage = match Self::open_unchecked(path) {
             Ok(st) => match st.quick_check() {
-                None => return Ok(st),
+                None => {
+                    // The check read every page once; the cache it filled is not read again.
+                    let _ = st.conn.execute_batch("PRAGMA shrink_memory");
+                    return Ok(st);
+                }
                 Some(detail) => detail,
             },
             Err(Error::State { source, .. }) if is_damage(&source) => source.to_string(),
@@ -465,7 +470,7 @@ impl SyncedReader {
     pub fn rows<R>(&self, order: Order, f: impl FnOnce(&mut Cursor<'_>) -> R) -> Result<R> {
         let key = match order {
             Order::Bytes => "path",
-            // The walk's order (see `Order::Walk`): SQLite sorts, as no index holds it.
+            // The walk's order (see `Order::Walk`), as the index `entries_walk_order` holds it.
             Order::Walk => "replace(path, '/', char(1))",
         };
         let mut stmt = self
