@@ -41,9 +41,11 @@ pub struct Remote {
 }
 
 const MAX_MESSAGE: usize = 256 * 1024 * 1024;
-/// ListTree's page: the server's largest (it caps what it is asked for, so an older server
-/// answers in smaller pages). Each page is one round trip and one query; 100,000 paths take 20.
-const LIST_PAGE: u32 = 5000;
+/// ListTree's page. Two pages are in memory at once (one read while the next is fetched), about
+/// 0.3 KB per entry decoded: 1000 entries keep that near 0.6 MB where 5000 took 3 MB, and a
+/// round trip costs little since the server sends with TCP_NODELAY (a no-change push of 100,000
+/// files: 0.6-0.9 s at 5000 and at 1000; docs/BENCHMARKS.md, B6).
+const LIST_PAGE: u32 = 1000;
 /// HTTP/2 pings on the gRPC connection, and how long an unanswered one may stay unanswered.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -188,7 +188,20 @@ pub async fn serve(
     };
     match tls {
         Some(t) => run(tls::TlsListener::new(listener, t)?, app, stopped, stop_rx).await,
-        None => run(listener, app, stopped, stop_rx).await,
+        None => {
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| no_delay(tcp));
+            run(listener, app, stopped, stop_rx).await
+        }
+    }
+}
+
+/// Sends small writes at once. gRPC ends every response with a small trailers frame; with
+/// Nagle's algorithm on, the kernel holds it until the client acknowledges the data before it,
+/// which costs each call about 9 ms on loopback (measured on ListTree pages, 2026-12-07). The
+/// client's side is set in `cairn`'s endpoint.
+fn no_delay(tcp: &tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }
 }
 

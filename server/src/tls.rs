@@ -82,6 +82,7 @@ impl TlsListener {
                 if tx.is_closed() {
                     return;
                 }
+                crate::no_delay(&stream);
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
