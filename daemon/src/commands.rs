@@ -191,9 +191,7 @@ async fn list(remote: &Remote, leave_out: Option<SyncedReader>) -> Result<Listin
     }
     let mut absent = Vec::new();
     if let Some((merge, mut rows)) = merging {
-        let merged = merge.finish(&mut rows)?;
-        absent = merged.absent.iter().map(|(p, _)| p.clone()).collect();
-        touched.extend(merged.absent);
+        absent = merge.finish(&mut rows)?.absent_into(&mut touched);
     }
     Ok(Listing {
         // Built in one go from the whole list: a map filled in bulk has full nodes (one filled

@@ -80,6 +80,15 @@ pub struct Merged {
     pub files: u64,
 }
 
+impl Merged {
+    /// The absent paths (sorted), their synced entries moved into `synced`.
+    pub fn absent_into(self, synced: &mut SyncedTree) -> Vec<String> {
+        let paths = self.absent.iter().map(|(p, _)| p.clone()).collect();
+        synced.extend(self.absent);
+        paths
+    }
+}
+
 impl Merge {
     pub fn new(order: Order) -> Self {
         Merge {
@@ -199,13 +208,14 @@ impl Merge {
     }
 }
 
-/// Rows from a synced tree held in memory (the tests', and the daemon's round in the planner
-/// runs).
+/// Rows from a synced tree held in memory (the tests', and the randomized planner runs').
+#[cfg(test)]
 pub struct TreeRows<'a> {
     tree: &'a SyncedTree,
     sorted: std::vec::IntoIter<(&'a String, &'a SyncedEntry)>,
 }
 
+#[cfg(test)]
 impl<'a> TreeRows<'a> {
     pub fn new(tree: &'a SyncedTree, order: Order) -> Self {
         let mut sorted: Vec<_> = tree.iter().collect();
@@ -217,6 +227,7 @@ impl<'a> TreeRows<'a> {
     }
 }
 
+#[cfg(test)]
 impl Rows for TreeRows<'_> {
     fn next_row(&mut self) -> Result<Option<Row>> {
         Ok(self.sorted.next().map(|(p, e)| (p.clone(), e.clone())))
@@ -246,9 +257,10 @@ pub fn split<E: Clone>(
             touched.extend(s.map(|s| (p.clone(), s)));
         }
     }
-    let merged = merge.finish(&mut rows).expect("rows in memory");
-    let absent = merged.absent.iter().map(|(p, _)| p.clone()).collect();
-    touched.extend(merged.absent);
+    let absent = merge
+        .finish(&mut rows)
+        .expect("rows in memory")
+        .absent_into(&mut touched);
     (changed, absent, touched)
 }
 

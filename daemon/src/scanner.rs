@@ -657,8 +657,7 @@ fn walk_with(
     if let Some((merge, rows)) = merging {
         let merged = merge.finish(rows)?;
         synced_files = merged.files;
-        absent = merged.absent.iter().map(|(p, _)| p.clone()).collect();
-        touched.extend(merged.absent);
+        absent = merged.absent_into(&mut touched);
     }
     Ok(Walk {
         out,

@@ -243,10 +243,7 @@ impl State {
     }
 
     pub(crate) fn err(&self) -> impl Fn(rusqlite::Error) -> Error + '_ {
-        move |source| Error::State {
-            path: self.path.clone(),
-            source,
-        }
+        err_at(&self.path)
     }
 
     /// The folder for (root, namespace, server), created on first use.
@@ -303,15 +300,12 @@ impl State {
 
     /// A reader of the folder's synced rows on a connection of its own (see [`SyncedReader`]).
     pub fn synced_reader(&self, folder: FolderId) -> Result<SyncedReader> {
-        let err = |source| Error::State {
-            path: self.path.clone(),
-            source,
-        };
-        let conn = Connection::open(&self.path).map_err(err)?;
+        let err = self.err();
+        let conn = Connection::open(&self.path).map_err(&err)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(err)?;
-        conn.pragma_update(None, "query_only", true).map_err(err)?;
-        conn.pragma_update(None, "cache_size", -64).map_err(err)?;
+            .map_err(&err)?;
+        conn.pragma_update(None, "query_only", true).map_err(&err)?;
+        conn.pragma_update(None, "cache_size", -64).map_err(&err)?;
         Ok(SyncedReader {
             conn,
             path: self.path.clone(),
@@ -412,6 +406,14 @@ impl State {
     }
 }
 
+/// A database error, naming the database.
+fn err_at(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
+    move |source| Error::State {
+        path: path.to_owned(),
+        source,
+    }
+}
+
 /// The columns [`read_row`] reads, in its order.
 const SYNCED_COLUMNS: &str =
     "path, kind, version, content_id, size, mtime_ns, inode, mode, symlink_target";
@@ -460,10 +462,7 @@ pub struct SyncedReader {
 
 impl SyncedReader {
     fn err(&self) -> impl Fn(rusqlite::Error) -> Error + '_ {
-        move |source| Error::State {
-            path: self.path.clone(),
-            source,
-        }
+        err_at(&self.path)
     }
 
     /// Calls `f` with a cursor over the folder's rows in `order` (one statement: one snapshot).
@@ -514,15 +513,20 @@ impl SyncedReader {
         let mut rows = stmt
             .query(params![self.folder.0, after.unwrap_or(""), limit])
             .map_err(self.err())?;
-        let (mut out, mut read, mut last) = (Vec::new(), 0, None);
+        // The last row read, when it was unreadable (else it is the last one kept).
+        let (mut out, mut read, mut unreadable) = (Vec::new(), 0, None);
         while let Some(r) = rows.next().map_err(self.err())? {
             let path: String = r.get(0).map_err(self.err())?;
             read += 1;
-            if let Some(e) = read_row(r).map_err(self.err())? {
-                out.push((path.clone(), e));
-            }
-            last = Some(path);
+            unreadable = match read_row(r).map_err(self.err())? {
+                Some(e) => {
+                    out.push((path, e));
+                    None
+                }
+                None => Some(path),
+            };
         }
+        let last = unreadable.or_else(|| out.last().map(|(p, _)| p.clone()));
         Ok((out, last.filter(|_| read == limit)))
     }
 
