@@ -210,3 +210,52 @@ pub async fn follow_remote(remote: Remote, mut cursor: Seq, tx: UnboundedSender<
 pub fn jitter(d: Duration) -> Duration {
     d.mul_f64(0.5 + rand::random::<f64>() * 0.5)
 }
+
+#[cfg(test)]
+mod tests {
+    use notify::event::{AccessKind, CreateKind, Flag, ModifyKind};
+    use notify::{Event, EventKind};
+
+    use super::*;
+
+    fn ev(kind: EventKind, path: &str) -> notify::Result<Event> {
+        Ok(Event::new(kind).add_path(PathBuf::from(path)))
+    }
+
+    #[test]
+    fn a_batch_becomes_the_paths_it_touched_a_rescan_or_a_failure() {
+        let root = Path::new("/r");
+        let write = EventKind::Modify(ModifyKind::Any);
+        // Changes, once each and sorted; reads and Cairn's own names are not changes.
+        let batch = vec![
+            ev(write, "/r/b"),
+            ev(EventKind::Create(CreateKind::File), "/r/a"),
+            ev(write, "/r/b"),
+            ev(EventKind::Access(AccessKind::Any), "/r/c"),
+            ev(write, "/r/d/.cairn-tmp-1"),
+        ];
+        match trigger_of(root, batch) {
+            Some(Trigger::Local(paths)) => {
+                assert_eq!(paths, [PathBuf::from("a"), PathBuf::from("b")]);
+            }
+            other => panic!("expected the touched paths, got {other:?}"),
+        }
+        assert!(trigger_of(root, vec![ev(EventKind::Access(AccessKind::Any), "/r/c")]).is_none());
+        // Lost events, or the root itself changed: a full scan.
+        let lost = Ok(Event::new(EventKind::Other).set_flag(Flag::Rescan));
+        assert!(matches!(
+            trigger_of(root, vec![ev(write, "/r/a"), lost]),
+            Some(Trigger::Rescan)
+        ));
+        assert!(matches!(
+            trigger_of(root, vec![ev(write, "/r")]),
+            Some(Trigger::Rescan)
+        ));
+        // An error wins over everything else in its batch.
+        let failed = Err(notify::Error::generic("queue gone"));
+        match trigger_of(root, vec![ev(write, "/r/a"), failed]) {
+            Some(Trigger::WatchFailed(why)) => assert!(why.contains("queue gone"), "{why}"),
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+}
