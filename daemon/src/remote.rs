@@ -535,35 +535,100 @@ impl Remote {
         .await
     }
 
-    /// GETs `len` bytes at `offset` of a stored object.
-    pub async fn get_range(&self, url: &str, offset: u64, len: u64) -> Result<Bytes> {
-        retry("download", || {
-            let req = self.http.get(url).header(
-                reqwest::header::RANGE,
-                format!("bytes={}-{}", offset, offset + len - 1),
-            );
-            let key = format!("{} {offset}+{len}", url_path(url));
-            let work = async move {
-                let resp = check_status(req.send().await.map_err(transfer_err)?).await?;
-                let whole = resp.status() == reqwest::StatusCode::OK;
-                let body = resp.bytes().await.map_err(transfer_err)?;
-                // A server that ignores Range sends the whole object.
-                let body = if whole && body.len() as u64 >= offset + len {
-                    body.slice(offset as usize..(offset + len) as usize)
-                } else {
-                    body
-                };
-                if body.len() as u64 != len {
-                    return Err(Error::Transfer {
-                        detail: format!("asked for {len} bytes, got {}", body.len()),
-                        transient: true,
-                    });
-                }
-                Ok(body)
-            };
-            injected(Site::Get, key, work, injected_transfer, flip_a_byte)
+    /// Starts a GET of `len` bytes at `offset` of a stored object; its body is then read frame by
+    /// frame, so a pull holds a chunk at a time rather than a whole span. Not retried here: a
+    /// body can also fail halfway, and the caller resumes it from what it has (download/group.rs).
+    pub async fn get_range(&self, url: &str, offset: u64, len: u64) -> Result<RangeBody> {
+        let req = self.http.get(url).header(
+            reqwest::header::RANGE,
+            format!("bytes={}-{}", offset, offset + len - 1),
+        );
+        let key = format!("{} {offset}+{len}", url_path(url));
+        let work = async move {
+            let resp = check_status(req.send().await.map_err(transfer_err)?).await?;
+            Ok(RangeBody::of(resp, offset, len))
+        };
+        injected(Site::Get, key, work, injected_transfer, |mut body| {
+            body.flip = Some(len / 2);
+            body
         })
         .await
+    }
+}
+
+/// The body of a ranged GET ([`Remote::get_range`]).
+pub struct RangeBody {
+    resp: reqwest::Response,
+    /// The server answered with the whole object.
+    whole: bool,
+    /// Body bytes still to drop before the range starts (`whole` only).
+    skip: u64,
+    len: u64,
+    /// Bytes of the range still to come.
+    left: u64,
+    /// A simulated fault (crate::faults): the range's byte at this offset arrives flipped.
+    flip: Option<u64>,
+}
+
+impl RangeBody {
+    /// Bytes `offset .. offset + len` of the object in `resp`, a ranged (206) answer or the
+    /// whole object (200) from a server that ignores Range, which the range is then cut out of.
+    fn of(resp: reqwest::Response, offset: u64, len: u64) -> Self {
+        let whole = resp.status() == reqwest::StatusCode::OK;
+        RangeBody {
+            resp,
+            whole,
+            skip: if whole { offset } else { 0 },
+            len,
+            left: len,
+            flip: None,
+        }
+    }
+
+    /// The range's next bytes; `None` once all `len` have come. A body that ends short, or a
+    /// ranged answer longer than asked, is a transient error.
+    pub async fn next(&mut self) -> Result<Option<Bytes>> {
+        let wrong = |got: u64| Error::Transfer {
+            detail: format!("asked for {} bytes, got {got}", self.len),
+            transient: true,
+        };
+        loop {
+            if self.left == 0 {
+                if !self.whole
+                    && let Some(extra) = self.resp.chunk().await.map_err(transfer_err)?
+                    && !extra.is_empty()
+                {
+                    return Err(wrong(self.len + extra.len() as u64));
+                }
+                return Ok(None);
+            }
+            let Some(mut frame) = self.resp.chunk().await.map_err(transfer_err)? else {
+                return Err(wrong(self.len - self.left));
+            };
+            let skipped = self.skip.min(frame.len() as u64);
+            self.skip -= skipped;
+            let mut frame = frame.split_off(skipped as usize);
+            if frame.is_empty() {
+                continue;
+            }
+            if frame.len() as u64 > self.left {
+                if !self.whole {
+                    return Err(wrong(self.len - self.left + frame.len() as u64));
+                }
+                frame.truncate(self.left as usize);
+            }
+            let at = self.len - self.left;
+            if let Some(f) = self.flip
+                && (at..at + frame.len() as u64).contains(&f)
+            {
+                let mut v = frame.to_vec();
+                v[(f - at) as usize] ^= 0x01;
+                frame = Bytes::from(v);
+                self.flip = None;
+            }
+            self.left -= frame.len() as u64;
+            return Ok(Some(frame));
+        }
     }
 }
 
@@ -586,15 +651,6 @@ async fn injected<T>(
         }
         Some(Fault::Corrupt) => work.await.map(corrupt),
     }
-}
-
-/// A download body with one byte flipped (a simulated fault).
-fn flip_a_byte(body: Bytes) -> Bytes {
-    let mut v = body.to_vec();
-    if let Some(b) = v.get_mut(body.len() / 2) {
-        *b ^= 0x01;
-    }
-    Bytes::from(v)
 }
 
 fn injected_transfer(detail: String) -> Error {
@@ -638,4 +694,123 @@ async fn check_status(resp: reqwest::Response) -> Result<reqwest::Response> {
             || status == reqwest::StatusCode::TOO_MANY_REQUESTS
             || status == reqwest::StatusCode::REQUEST_TIMEOUT,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// An HTTP server on 127.0.0.1 that answers one request with `status`, a Content-Length of
+    /// `body.len()` (or `claimed`) and `body` written in 3000-byte pieces.
+    async fn serve_once(status: &'static str, body: Vec<u8>, claimed: Option<usize>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut req = Vec::new();
+            while !req.ends_with(b"\r\n\r\n") {
+                let mut b = [0u8; 1];
+                if sock.read(&mut b).await.unwrap() == 0 {
+                    return;
+                }
+                req.push(b[0]);
+            }
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                claimed.unwrap_or(body.len())
+            );
+            sock.write_all(head.as_bytes()).await.unwrap();
+            for piece in body.chunks(3000) {
+                sock.write_all(piece).await.unwrap();
+                sock.flush().await.unwrap();
+            }
+        });
+        format!("http://{addr}/object")
+    }
+
+    fn object() -> Vec<u8> {
+        (0..20_000u32).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    /// Reads the whole range with `offset` and `len` from a server answering as given.
+    async fn read(
+        status: &'static str,
+        body: Vec<u8>,
+        claimed: Option<usize>,
+        offset: u64,
+        len: u64,
+        flip: bool,
+    ) -> Result<Vec<u8>> {
+        let url = serve_once(status, body, claimed).await;
+        let resp = reqwest::get(url).await.unwrap();
+        let mut body = RangeBody::of(resp, offset, len);
+        if flip {
+            body.flip = Some(len / 2);
+        }
+        let mut out = Vec::new();
+        while let Some(frame) = body.next().await? {
+            assert!(!frame.is_empty());
+            out.extend_from_slice(&frame);
+        }
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn a_range_streams_exactly_the_bytes_asked_for() {
+        let obj = object();
+        let ranged = obj[5000..17_000].to_vec();
+        let got = read(
+            "206 Partial Content",
+            ranged.clone(),
+            None,
+            5000,
+            12_000,
+            false,
+        )
+        .await;
+        assert_eq!(got.unwrap(), ranged);
+        // A server that ignores Range sends the whole object; the range is cut out of it.
+        let got = read("200 OK", obj.clone(), None, 4321, 9000, false).await;
+        assert_eq!(got.unwrap(), obj[4321..13_321]);
+        let got = read("200 OK", obj.clone(), None, 0, 20_000, false).await;
+        assert_eq!(got.unwrap(), obj);
+    }
+
+    #[tokio::test]
+    async fn a_body_shorter_or_longer_than_asked_is_a_transient_error() {
+        let obj = object();
+        for (status, body, claimed, offset, len) in [
+            // The connection closes before the promised length.
+            (
+                "206 Partial Content",
+                obj[..6000].to_vec(),
+                Some(8000),
+                0,
+                8000,
+            ),
+            // A complete answer, but shorter than the range.
+            ("206 Partial Content", obj[..6000].to_vec(), None, 0, 8000),
+            // More than asked.
+            ("206 Partial Content", obj[..9000].to_vec(), None, 0, 8000),
+            // A whole object that ends before the range does.
+            ("200 OK", obj.clone(), None, 15_000, 8000),
+        ] {
+            let e = read(status, body, claimed, offset, len, false)
+                .await
+                .expect_err("a wrong length must not pass");
+            assert!(e.is_transient(), "{status} {offset}+{len}: {e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_simulated_corruption_flips_exactly_one_byte() {
+        let obj = object();
+        let got = read("206 Partial Content", obj.clone(), None, 0, 20_000, true)
+            .await
+            .unwrap();
+        let diff: Vec<usize> = (0..obj.len()).filter(|&i| got[i] != obj[i]).collect();
+        assert_eq!(diff, vec![10_000]);
+    }
 }

@@ -37,15 +37,8 @@ pub struct Span {
     pub object: u32,
     pub offset: u64,
     pub length: u64,
+    /// Sorted by offset in the object: the body is placed as it streams in, in that order.
     pub pieces: Vec<Piece>,
-}
-
-impl Span {
-    /// The bytes of `p` inside this span's body.
-    pub fn slice_of(&self, p: &Piece) -> Range<usize> {
-        let start = (p.offset - self.offset) as usize;
-        start..start + p.length as usize
-    }
 }
 
 /// Merges pieces into spans: pieces of one object whose gap is at most `max_gap` bytes share a
@@ -127,8 +120,9 @@ mod tests {
         ];
         let s = spans(p, 1 << 20, 0);
         assert_eq!(shape(&s), vec![(0, 0, 300, 3), (1, 0, 50, 1)]);
-        assert_eq!(s[0].pieces[0].file, 1);
-        assert_eq!(s[0].slice_of(&s[0].pieces[2]), 200..300);
+        // In the order of the bytes in the pack, which the GET streams.
+        let order: Vec<(usize, u64)> = s[0].pieces.iter().map(|p| (p.file, p.offset)).collect();
+        assert_eq!(order, vec![(1, 0), (2, 100), (0, 200)]);
     }
 
     #[test]
