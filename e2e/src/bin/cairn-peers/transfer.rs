@@ -81,7 +81,8 @@ pub fn run(ctx: &Ctx, with_pull: bool) -> Result<()> {
     println!(
         "cairn: `cairn push` through cairn-server (`--store s3://…`); rclone: `rclone copy` with its \
          defaults (`--transfers 4 --checkers 8`); restic: `restic backup` to an s3 repository \
-         (`restic init` not timed). Wall seconds; ratio = cairn ÷ peer.\n"
+         (`restic init` not timed). Each push starts after a `sync`. Wall seconds; ratio = cairn ÷ \
+         peer.\n"
     );
     println!(
         "| corpus | cairn s | rclone s | restic s | cairn ÷ rclone | cairn ÷ restic | peak RSS MiB cairn / rclone / restic |"
@@ -110,7 +111,8 @@ pub fn run(ctx: &Ctx, with_pull: bool) -> Result<()> {
     println!(
         "cairn: `cairn pull` on a fresh device; rclone: `rclone copy` from the bucket at \
          `--transfers 4` (default) and 16; restic: `restic restore latest` with an empty cache. \
-         Ratio = cairn ÷ peer.\n"
+         Each pull starts after a `sync` and, as root, with the page cache dropped (Garage reads \
+         from disk). Ratio = cairn ÷ peer.\n"
     );
     println!(
         "| corpus | cairn s | rclone t4 s | rclone t16 s | restic s | cairn ÷ rclone t4 | cairn ÷ rclone t16 | cairn ÷ restic |"
@@ -147,8 +149,9 @@ fn one_corpus(ctx: &Ctx, c: &Corpus, seed: u64, with_pull: bool) -> Result<Times
     util::write_corpus(&corpus, c.count, c.size, seed)?;
     let mut t = Times::default();
 
-    // cairn
+    // cairn. Each push starts with nothing dirty (the corpus just written, the push before).
     let side = CairnSide::start(Backend::Garage)?;
+    util::sync()?;
     let (r, v) = cairn(&side.device("pusher")?, "push", &corpus)?;
     ensure!(
         v["files"].as_u64() == Some(c.count as u64),
@@ -162,6 +165,7 @@ fn one_corpus(ctx: &Ctx, c: &Corpus, seed: u64, with_pull: bool) -> Result<Times
     let rbucket = g.create_bucket()?;
     let mut rc = rclone(&g);
     rc.arg("copy").arg(&corpus).arg(format!("G:{rbucket}/c"));
+    util::sync()?;
     let r = measure(&rc)?;
     (t.push[1], t.push_rss[1]) = (r.secs, r.rss_kib);
 
@@ -171,12 +175,15 @@ fn one_corpus(ctx: &Ctx, c: &Corpus, seed: u64, with_pull: bool) -> Result<Times
     util::run(restic(&g, &sbucket, &cache).args(["init", "-q"]))?;
     let mut sc = restic(&g, &sbucket, &cache);
     sc.args(["backup", "-q"]).arg(&corpus);
+    util::sync()?;
     let r = measure(&sc)?;
     (t.push[2], t.push_rss[2]) = (r.secs, r.rss_kib);
 
     if with_pull {
         let into = ctx.dir("b4/cairn")?;
-        let (r, _) = cairn(&side.device("puller")?, "pull", &into)?;
+        let puller = side.device("puller")?;
+        util::settle_cold()?;
+        let (r, _) = cairn(&puller, "pull", &into)?;
         check_same(&corpus, &into, "cairn pull")?;
         t.pull[0] = r.secs;
         for (k, transfers) in [(1, "4"), (2, "16")] {
@@ -185,6 +192,7 @@ fn one_corpus(ctx: &Ctx, c: &Corpus, seed: u64, with_pull: bool) -> Result<Times
             rc.args(["copy", "--transfers", transfers])
                 .arg(format!("G:{rbucket}/c"))
                 .arg(&into);
+            util::settle_cold()?;
             t.pull[k] = measure(&rc)?.secs;
             check_same(&corpus, &into, "rclone copy")?;
         }
@@ -192,6 +200,7 @@ fn one_corpus(ctx: &Ctx, c: &Corpus, seed: u64, with_pull: bool) -> Result<Times
         let cache = ctx.dir("b4/restic-cache")?;
         let mut sc = restic(&g, &sbucket, &cache);
         sc.args(["restore", "latest", "--target"]).arg(&into);
+        util::settle_cold()?;
         t.pull[3] = measure(&sc)?.secs;
         // restic restores the absolute path it backed up below the target.
         let rel = corpus.strip_prefix("/")?;

@@ -251,6 +251,16 @@ pub fn sync() -> Result<()> {
     run(&mut Command::new("sync")).map(drop)
 }
 
+/// [`sync`], then empties the page cache where the harness may (as root): every tool's pull
+/// then starts from the same state, with nothing dirty still being written back (the pushes
+/// before the first pull left a GiB or more of it) and Garage reading its blocks from disk.
+pub fn settle_cold() -> Result<()> {
+    sync()?;
+    // Not root (or no /proc): the pulls run warm, all alike.
+    let _ = fs::write("/proc/sys/vm/drop_caches", "3");
+    Ok(())
+}
+
 /// Relative path → (size, BLAKE3) of every file under `root`, skipping the tools' own markers.
 pub fn contents(root: &Path) -> Result<BTreeMap<String, (u64, blake3::Hash)>> {
     let mut out = BTreeMap::new();
