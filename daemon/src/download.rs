@@ -250,9 +250,10 @@ impl Pull<'_> {
         let sizes: Vec<u64> = targets.iter().map(|t| t.meta.size).collect();
         let this = &*self;
         let (targets, objects) = (&targets, &resp.objects);
+        let spans = &group::Spans::new();
         let results: Vec<Vec<Result<Written>>> =
             futures::stream::iter(plan::groups(&sizes, GROUP_FILES, GROUP_BYTES))
-                .map(|g| this.fetch_group(&targets[g], objects, synced))
+                .map(|g| this.fetch_group(&targets[g], objects, synced, spans))
                 .buffered(GROUPS_IN_FLIGHT)
                 .collect()
                 .await;
