@@ -455,6 +455,50 @@ fn a_daemon_whose_network_goes_silent_shows_offline_and_converges_after_reconnec
     cut_off_then_reconnect(Mode::BlackHole)
 }
 
+// --- downloads that break off ----------------------------------------------------------------------
+
+/// Every connection to the server (blob GETs included: its public URL is the proxy) breaks off
+/// after 6 MiB towards the client. A 40 MiB file rests in 16 MiB packs, each fetched as one
+/// streamed GET: a GET that breaks off must resume from the first chunk it has not placed (one
+/// that started over would break off at the same place every time and never finish), and what
+/// lands on disk must be the file, byte for byte.
+#[test]
+fn a_pull_whose_downloads_break_off_midway_resumes_them_and_writes_the_exact_file() -> Result<()> {
+    let seed = seed("downloads that break off");
+    let proxy = Proxy::start("127.0.0.1:9")?; // upstream set once the server listens
+    let s = CairnServer::start_with(cairn_e2e::Backend::Local, &["--public-url", &proxy.url()])?;
+    proxy.set_upstream(&s.addr);
+    s.create_namespace("team")?;
+    let src = tempfile::tempdir()?;
+    let data = random_bytes(seed, 40 << 20);
+    std::fs::write(src.path().join("big.bin"), &data)?;
+    // a reaches the server through the proxy too, with nothing cut yet.
+    let mut a = s.device("team", "a")?;
+    a.server = proxy.url();
+    a.push(src.path())?;
+
+    proxy.set_cut_after(6 << 20);
+    proxy.set_mode(Mode::Cut);
+    let mut b = s.device("team", "b")?;
+    b.server = proxy.url();
+    let dst = tempfile::tempdir()?;
+    let out = b.pull(dst.path())?;
+    let got = std::fs::read(dst.path().join("big.bin"))?;
+    ensure!(
+        got == data,
+        "the pulled file differs from the pushed one ({} bytes against {}); pull said {out}",
+        got.len(),
+        data.len()
+    );
+    ensure!(
+        proxy.cuts() >= 2,
+        "the proxy cut {} connections: the pull never had to resume",
+        proxy.cuts()
+    );
+    eprintln!("{} connections broke off; pull: {out}", proxy.cuts());
+    Ok(())
+}
+
 // --- a file growing while it is chunked ------------------------------------------------------------
 
 /// a's daemon sees a log file that grows for a few seconds (64 KiB appended every 10 ms, ~20 MB)
