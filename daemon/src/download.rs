@@ -250,10 +250,9 @@ impl Pull<'_> {
         let sizes: Vec<u64> = targets.iter().map(|t| t.meta.size).collect();
         let this = &*self;
         let (targets, objects) = (&targets, &resp.objects);
-        let spans = &group::Spans::new();
         let results: Vec<Vec<Result<Written>>> =
             futures::stream::iter(plan::groups(&sizes, GROUP_FILES, GROUP_BYTES))
-                .map(|g| this.fetch_group(&targets[g], objects, synced, spans))
+                .map(|g| this.fetch_group(&targets[g], objects, synced))
                 .buffered(GROUPS_IN_FLIGHT)
                 .collect()
                 .await;

@@ -24,10 +24,9 @@ use crate::tree::{Content, SyncedEntry, SyncedTree, is_exec};
 /// Files up to this size are assembled in memory and written once complete; larger ones are
 /// written at their offsets straight into their temp file as spans arrive (a 4 GiB file streams).
 const MEMORY_FILE: u64 = 1 << 20;
-/// Ranged GETs in flight across the groups downloading at once, each with a buffer of about a
-/// chunk: a large file, a group of its own, gets them all while it is alone. (Six per group,
-/// eighteen at once for three large files, held twice the memory for no more speed.)
-const SPANS_IN_FLIGHT: usize = 8;
+/// Ranged GETs in flight per group. Large files are groups of their own, so this is also the
+/// number of parallel GETs per large file.
+const SPANS_IN_FLIGHT: usize = 6;
 /// Files being written and fsynced at once per group: ext4 commits concurrent fsyncs together
 /// (measured here: 1.6 ms per 4 KiB file one at a time, 0.44 ms with 8 threads).
 const FILES_FINISHING: usize = 12;
@@ -129,7 +128,6 @@ impl Pull<'_> {
         targets: &[Target],
         objects: &[pb::StoredObject],
         synced: &SyncedTree,
-        shared: &Spans,
     ) -> Vec<Result<Written>> {
         let slots = Arc::new(self.open_slots(targets));
         let pieces = targets
@@ -138,9 +136,10 @@ impl Pull<'_> {
             .flat_map(|(file, t)| t.pieces.iter().map(move |p| Piece { file, ..*p }));
         let spans = plan::spans(pieces.collect(), MAX_SPAN, MAX_GAP);
         // The spans' buffers, reused span after span: at most one per span in flight.
+        let spare = Mutex::new(Vec::with_capacity(SPANS_IN_FLIGHT));
         futures::stream::iter(spans)
             .for_each_concurrent(SPANS_IN_FLIGHT, |span| {
-                self.fetch_span(span, objects, &slots, shared)
+                self.fetch_span(span, objects, &slots, &spare)
             })
             .await;
         // Every span task has finished (and dropped its clone) before this point.
@@ -201,23 +200,19 @@ impl Pull<'_> {
     }
 
     /// GETs one span, verifies each chunk in it and writes it to every file that wants it. The
-    /// body is read as it comes: each chunk is placed once its bytes are in, so the buffer (one
-    /// of `shared`'s, given back there) holds about one chunk however long the span. A GET that fails,
+    /// body is read as it comes: each chunk is placed once its bytes are in, so the buffer (from
+    /// `spare`, given back there) holds about one chunk however long the span. A GET that fails,
     /// or whose body breaks off, is retried for the chunks not yet placed.
     async fn fetch_span(
         &self,
         span: Span,
         objects: &[pb::StoredObject],
         slots: &Arc<Vec<Slot>>,
-        shared: &Spans,
+        spare: &Mutex<Vec<Vec<u8>>>,
     ) {
         if span.pieces.iter().all(|p| slots[p.file].is_failed()) {
             return;
         }
-        // Never closed, so a permit always comes.
-        let Ok(_permit) = shared.permits.acquire().await else {
-            return;
-        };
         let fail = |pieces: &[Piece], why: &str| {
             for p in pieces {
                 slots[p.file].fail(why.to_owned());
@@ -232,7 +227,7 @@ impl Pull<'_> {
         let end = span.offset + span.length;
         let body = tokio::sync::Mutex::new(Assembler::new(
             &span.pieces,
-            lock(&shared.spare).pop().unwrap_or_default(),
+            lock(spare).pop().unwrap_or_default(),
         ));
         let streamed = crate::remote::retry("download", || async {
             // Attempts run one after the other: the lock is only ever free.
@@ -244,7 +239,7 @@ impl Pull<'_> {
         if let Err(e) = streamed {
             fail(&span.pieces[body.placed..], &e.to_string());
         }
-        lock(&shared.spare).push(body.buf);
+        lock(spare).push(body.buf);
     }
 
     /// One GET of the span from its first piece not yet placed to `end`, each piece verified and
@@ -431,22 +426,6 @@ impl Pull<'_> {
             bytes: t.meta.size,
             conflict,
         })
-    }
-}
-
-/// What the groups downloading at once share: the spans in flight, and their buffers, reused
-/// from one span to the next.
-pub(super) struct Spans {
-    permits: tokio::sync::Semaphore,
-    spare: Mutex<Vec<Vec<u8>>>,
-}
-
-impl Spans {
-    pub(super) fn new() -> Self {
-        Spans {
-            permits: tokio::sync::Semaphore::new(SPANS_IN_FLIGHT),
-            spare: Mutex::new(Vec::with_capacity(SPANS_IN_FLIGHT)),
-        }
     }
 }
 
