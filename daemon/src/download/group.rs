@@ -32,8 +32,9 @@ const SPANS_IN_FLIGHT: usize = 6;
 const FILES_FINISHING: usize = 12;
 /// One ranged GET reads at most this much (a single larger chunk is read whole): a whole 16 MiB
 /// pack. Garage spent a third more CPU serving a pull in 4 MiB spans than rclone's whole
-/// objects (a range inside one of its 1 MiB blocks costs it the whole block); in whole packs,
-/// about as much. Bodies are streamed, so the size costs no memory.
+/// objects (most likely because a range that starts inside one of its 1 MiB blocks costs it the
+/// whole block); in whole packs, within about a tenth. Bodies are streamed, so the size costs no
+/// memory.
 const MAX_SPAN: u64 = 16 << 20;
 /// Complete chunks of a span are verified and written once they add up to this much (or the
 /// span is complete).
