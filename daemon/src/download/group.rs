@@ -79,22 +79,17 @@ struct Slot {
 
 impl Slot {
     fn fail(&self, why: String) {
-        // A poisoned lock only means another writer panicked; the message slot is still usable.
-        let mut f = self.failed.lock().unwrap_or_else(|p| p.into_inner());
-        f.get_or_insert(why);
+        lock(&self.failed).get_or_insert(why);
     }
 
     fn is_failed(&self) -> bool {
-        self.failed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
+        lock(&self.failed).is_some()
     }
 
     fn write_at(&self, bytes: &[u8], at: u64) -> std::io::Result<()> {
         match &self.sink {
             Sink::Memory(buf) => {
-                let mut buf = buf.lock().unwrap_or_else(|p| p.into_inner());
+                let mut buf = lock(buf);
                 // Manifests were checked: every piece lies within the file's size.
                 buf[at as usize..at as usize + bytes.len()].copy_from_slice(bytes);
                 Ok(())
@@ -542,7 +537,8 @@ fn place(pieces: &[Piece], base: u64, body: &[u8], slots: &[Slot]) {
     }
 }
 
-/// A lock that a panicked holder left poisoned is still usable: it guards spare buffers only.
+/// A poisoned lock only means another holder panicked (a panicked placement fails every file of
+/// its group): what it guards is still usable.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
