@@ -21,7 +21,51 @@ GARAGE_VERSION=2.5.0
 KEY_ID=GK0123456789abcdef01234567
 SECRET=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# N distinct ports that were free a moment ago on 127.0.0.1 (all held at once, so none repeats).
+free_ports() {
+  python3 -c '
+import socket, sys
+held = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in held: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in held))' "$1"
+}
+
+# Whether 127.0.0.1:PORT answers as Garage's S3 API: exit 0 for its XML error to an unsigned
+# request, 1 when something else accepts there (another process took the port before Garage could
+# bind it, and Garage runs without that listener), 2 while nothing accepts.
+s3_answer() {
+  python3 -c '
+import socket, sys
+try:
+    c = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+except OSError:
+    sys.exit(2)
+c.sendall(b"HEAD / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+head = b""
+try:
+    while len(head) < 16384:
+        b = c.recv(4096)
+        if not b: break
+        head += b
+except OSError:
+    pass
+lines = head.decode("latin-1").lower().splitlines()
+ok = head.startswith(b"HTTP/1.1 ") and any(l.startswith("content-type: application/xml") for l in lines)
+sys.exit(0 if ok else 1)' "$1"
+}
+
+# Waits for a node started with S3 on PORT to answer as Garage's S3 API; fails if anything else
+# answers there or nothing does within 30 s.
+wait_s3() {
+  local port=$1 rc
+  for _ in $(seq 1 300); do
+    rc=0; s3_answer "$port" || rc=$?
+    [ "$rc" = 0 ] && return 0
+    [ "$rc" = 1 ] && { echo "127.0.0.1:$port answers, but not as Garage's S3 API" >&2; return 1; }
+    sleep 0.1
+  done
+  echo "nothing answers on 127.0.0.1:$port" >&2; return 1
+}
 
 install() {
   if garage --version 2>/dev/null | grep -q "cargo:$GARAGE_VERSION"; then
@@ -32,12 +76,23 @@ install() {
     --no-default-features --features bundled-libs,sqlite,lmdb
 }
 
+# Starts a fresh single node (start DIR). A port found free can be taken before Garage binds it;
+# the node is then started again on new ports, up to three times.
 start() {
-  local dir=$1
+  local dir=$1 attempt
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
-  local rpc s3 admin
-  rpc=$(free_port); s3=$(free_port); admin=$(free_port)
+  for attempt in 1 2 3; do
+    start_once "$dir" && return 0
+    echo "garage did not start (attempt $attempt of 3), retrying on new ports" >&2
+  done
+  exit 1
+}
+
+start_once() {
+  local dir=$1 rpc s3 admin
+  read -r rpc s3 admin < <(free_ports 3)
+  rm -rf "$dir/meta" "$dir/data"
   cat > "$dir/garage.toml" <<TOML
 metadata_dir = "$dir/meta"
 data_dir = "$dir/data"
@@ -56,15 +111,25 @@ TOML
   local g="garage -c $dir/garage.toml"
   setsid $g server > "$dir/garage.log" 2>&1 < /dev/null &
   local pid=$!
+  local up=
   for _ in $(seq 1 300); do
-    $g status > /dev/null 2>&1 && break
-    kill -0 "$pid" 2>/dev/null || { cat "$dir/garage.log" >&2; echo "garage exited" >&2; exit 1; }
+    $g status > /dev/null 2>&1 && { up=1; break; }
+    kill -0 "$pid" 2>/dev/null || { cat "$dir/garage.log" >&2; echo "garage exited" >&2; return 1; }
     sleep 0.1
   done
-  $g status > /dev/null
-  $g layout assign -z dc1 -c 1G "$($g node id -q | cut -d@ -f1)" > /dev/null
-  $g layout apply --version 1 > /dev/null
-  $g key import --yes "$KEY_ID" "$SECRET" -n test > /dev/null
+  if [ -z "$up" ] || ! wait_s3 "$s3"; then
+    kill -KILL "$pid" 2>/dev/null || true
+    return 1
+  fi
+  # Called in a condition, where `set -e` does not apply: each step checks its own failure.
+  local id
+  id=$($g node id -q | cut -d@ -f1) &&
+    $g layout assign -z dc1 -c 1G "$id" > /dev/null &&
+    $g layout apply --version 1 > /dev/null &&
+    $g key import --yes "$KEY_ID" "$SECRET" -n test > /dev/null || {
+    kill -KILL "$pid" 2>/dev/null || true
+    return 1
+  }
   cat > "$dir/env" <<ENV
 GARAGE_CONFIG=$dir/garage.toml
 GARAGE_S3_ADDR=127.0.0.1:$s3
@@ -95,30 +160,35 @@ stop() {
 
 # --- three-node cluster ------------------------------------------------------------------------
 
+# Starts node N of a cluster on its config and data; fails if it does not answer, or if its S3
+# address answers as something else.
 node_start() {
   local dir=$1 n=$2
   setsid garage -c "$dir/$n/garage.toml" server >> "$dir/$n/garage.log" 2>&1 < /dev/null &
   echo $! > "$dir/$n/pid"
+  local s3
+  s3=$(sed -n 's/^api_bind_addr = "127.0.0.1:\([0-9]*\)"$/\1/p' "$dir/$n/garage.toml" | head -n 1)
   for _ in $(seq 1 300); do
-    garage -c "$dir/$n/garage.toml" node id -q > /dev/null 2>&1 && return 0
-    kill -0 "$(cat "$dir/$n/pid")" 2>/dev/null || { cat "$dir/$n/garage.log" >&2; echo "garage node $n exited" >&2; exit 1; }
+    if garage -c "$dir/$n/garage.toml" node id -q > /dev/null 2>&1; then
+      wait_s3 "$s3" && return 0
+      stop_node "$dir" "$n"
+      return 1
+    fi
+    kill -0 "$(cat "$dir/$n/pid")" 2>/dev/null || { cat "$dir/$n/garage.log" >&2; echo "garage node $n exited" >&2; return 1; }
     sleep 0.1
   done
-  echo "garage node $n did not answer" >&2; exit 1
+  echo "garage node $n did not answer" >&2
+  stop_node "$dir" "$n"
+  return 1
 }
 
-start_cluster() {
-  local dir=$1 n secret
-  mkdir -p "$dir"
-  dir=$(cd "$dir" && pwd)
-  secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
-  local addrs=()
-  for n in 1 2 3; do
-    mkdir -p "$dir/$n"
-    local rpc s3 admin
-    rpc=$(free_port); s3=$(free_port); admin=$(free_port)
-    addrs+=("127.0.0.1:$s3")
-    cat > "$dir/$n/garage.toml" <<TOML
+# Writes node N's config on new free ports (its data starts empty).
+cluster_node_config() {
+  local dir=$1 n=$2 secret=$3 rpc s3 admin
+  read -r rpc s3 admin < <(free_ports 3)
+  rm -rf "$dir/$n"
+  mkdir -p "$dir/$n"
+  cat > "$dir/$n/garage.toml" <<TOML
 metadata_dir = "$dir/$n/meta"
 data_dir = "$dir/$n/data"
 db_engine = "sqlite"
@@ -138,7 +208,23 @@ root_domain = ".s3.garage.localhost"
 [admin]
 api_bind_addr = "127.0.0.1:$admin"
 TOML
-    node_start "$dir" "$n"
+}
+
+start_cluster() {
+  local dir=$1 n secret
+  mkdir -p "$dir"
+  dir=$(cd "$dir" && pwd)
+  secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  local addrs=()
+  for n in 1 2 3; do
+    local attempt started=
+    for attempt in 1 2 3; do
+      cluster_node_config "$dir" "$n" "$secret"
+      if node_start "$dir" "$n"; then started=1; break; fi
+      echo "garage node $n did not start (attempt $attempt of 3), retrying on new ports" >&2
+    done
+    [ -n "$started" ] || exit 1
+    addrs+=("127.0.0.1:$(sed -n 's/^api_bind_addr = "127.0.0.1:\([0-9]*\)"$/\1/p' "$dir/$n/garage.toml" | head -n 1)")
   done
   local g="garage -c $dir/1/garage.toml" ids=()
   for n in 1 2 3; do

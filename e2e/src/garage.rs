@@ -52,10 +52,30 @@ impl Garage {
     }
 
     /// Starts a fresh single-node Garage on free loopback ports and imports the test key.
+    ///
+    /// A port found free can be taken by another process before Garage binds it (tests run in
+    /// parallel, each starting servers). Garage then runs without that listener, and its S3
+    /// address answers as something else: CI once saw a HeadBucket answered by another node's
+    /// admin API (HTTP 400, JSON). So the node counts as started only once its S3 address answers
+    /// as Garage's S3 API does, and is started afresh on new ports if it does not.
     pub fn start() -> Result<Self> {
         which_garage()?;
+        let mut last = None;
+        for _ in 0..3 {
+            match Self::start_once() {
+                Ok(g) => return Ok(g),
+                Err(e) => {
+                    eprintln!("garage did not start, retrying on new ports: {e:#}");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.expect("three attempts were made"))
+    }
+
+    fn start_once() -> Result<Self> {
         let dir = tempfile::tempdir()?;
-        let [rpc, s3, admin] = [free_port()?, free_port()?, free_port()?];
+        let [rpc, s3, admin] = free_ports()?;
         let config = dir.path().join("garage.toml");
         let secret: String = (0..32)
             .map(|_| format!("{:02x}", rand::random::<u8>()))
@@ -98,7 +118,26 @@ api_bind_addr = "127.0.0.1:{admin}"
             _dir: Some(dir),
         };
         g.configure()?;
+        g.wait_for_s3()?;
         Ok(g)
+    }
+
+    /// Waits until the S3 address answers as Garage's S3 API; fails at once when something else
+    /// answers there.
+    fn wait_for_s3(&self) -> Result<()> {
+        let answer = wait_for(
+            "garage's S3 port to answer",
+            Duration::from_secs(30),
+            || http_answer(&self.s3_addr),
+        )?;
+        if !is_s3_answer(&answer) {
+            bail!(
+                "{} answers, but not as Garage's S3 API (another process holds the port?): {:?}",
+                self.s3_addr,
+                answer.lines().take(3).collect::<Vec<_>>()
+            );
+        }
+        Ok(())
     }
 
     fn configure(&mut self) -> Result<()> {
@@ -147,12 +186,7 @@ api_bind_addr = "127.0.0.1:{admin}"
             Duration::from_secs(30),
             || self.garage(&["status"]).ok(),
         )?;
-        wait_for(
-            "garage's S3 port to accept again",
-            Duration::from_secs(30),
-            || std::net::TcpStream::connect(&self.s3_addr).ok(),
-        )?;
-        Ok(())
+        self.wait_for_s3()
     }
 
     /// How many block files a private node holds on disk (0 for a shared one).
@@ -239,9 +273,60 @@ fn which_garage() -> Result<()> {
     }
 }
 
-/// A port that was free a moment ago on 127.0.0.1.
-pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// `N` distinct ports that were free a moment ago on 127.0.0.1: all are held at once, so that one
+/// call cannot return the same port twice.
+pub fn free_ports<const N: usize>() -> Result<[u16; N]> {
+    let held = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let mut ports = [0; N];
+    for (p, l) in ports.iter_mut().zip(&held) {
+        *p = l.local_addr()?.port();
+    }
+    Ok(ports)
+}
+
+/// The status line and headers `addr` answers an unsigned `HEAD /` with (empty if whatever
+/// accepted there does not answer HTTP), or `None` while nothing accepts there.
+fn http_answer(addr: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(addr).ok()?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    tcp.write_all(b"HEAD / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut head = Vec::new();
+    // A HEAD answer is headers only; `Connection: close` ends it. A reset or a timeout after some
+    // bytes still leaves an answer to judge.
+    let _ = tcp.take(16 * 1024).read_to_end(&mut head);
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// Garage's S3 API refuses an unsigned request with an XML error; its admin API answers JSON and
+/// its RPC port does not speak HTTP.
+fn is_s3_answer(answer: &str) -> bool {
+    answer.starts_with("HTTP/1.1 ")
+        && answer.lines().any(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("content-type: application/xml")
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_distinct() {
+        let [a, b, c] = free_ports().unwrap();
+        assert!(a != b && b != c && a != c, "{a} {b} {c}");
+    }
+
+    #[test]
+    fn only_an_xml_error_counts_as_garage_s3() {
+        let s3 = "HTTP/1.1 403 Forbidden\r\ncontent-type: application/xml\r\ncontent-length: 214\r\n\r\n";
+        let admin = "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: 159\r\n\r\n";
+        assert!(is_s3_answer(s3));
+        assert!(!is_s3_answer(admin));
+        assert!(!is_s3_answer("\u{0}\u{3}garbage"));
+    }
 }

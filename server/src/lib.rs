@@ -142,6 +142,18 @@ pub async fn serve(
     config: ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve_when_ready(listener, config, |_| Ok(()), shutdown).await
+}
+
+/// `serve`, calling `ready` with the address once the database is open and the store answers,
+/// before the first request is taken: the binary prints `listening on ADDR` there, so that a
+/// supervisor (or a test) that reads it knows the server can serve, not only that it bound.
+pub async fn serve_when_ready(
+    listener: tokio::net::TcpListener,
+    config: ServeConfig,
+    ready: impl FnOnce(std::net::SocketAddr) -> anyhow::Result<()>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let spec = StoreSpec::parse(&config.store)?;
     let db_path = config.db_path.clone();
     let db = tokio::task::spawn_blocking(move || db::Db::open(&db_path)).await??;
@@ -180,6 +192,7 @@ pub async fn serve(
         app = app.merge(blobs);
     }
 
+    ready(addr)?;
     tracing::info!(%addr, store = %config.store, tls = tls.is_some(), "cairn-server serving");
     let stopped = async move {
         shutdown.await;

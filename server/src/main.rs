@@ -408,12 +408,13 @@ async fn serve(listen: SocketAddr, config: cairn_server::ServeConfig) -> anyhow:
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("--listen {listen}: cannot bind: {e}"))?;
-    let addr = listener.local_addr()?;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "listening on {addr}")?;
-    out.flush()?;
-    drop(out);
-    cairn_server::serve(listener, config, shutdown_signal()).await
+    let announce = |addr| {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {addr}")?;
+        out.flush()?;
+        Ok(())
+    };
+    cairn_server::serve_when_ready(listener, config, announce, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

@@ -103,6 +103,107 @@ fn added_device(s: &CairnServer, name: &str) -> Result<Dev> {
     Ok(Dev { device, dir })
 }
 
+/// `cairn-server serve` on `store`: it must exit 1 without ever printing `listening on`, with a
+/// message containing every one of `says`.
+fn serve_refuses(store: &str, envs: &[(String, String)], says: &[&str]) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut child = Command::new(cairn_e2e::bin("cairn-server"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+        .arg(dir.path().join("server.db"))
+        .args(["--store", store])
+        .envs(envs.iter().cloned())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    // The refusal comes after one HeadBucket; a server that starts serving instead is killed
+    // after a bounded wait, and the test then fails on its output.
+    let done = wait_for("cairn-server to exit", Duration::from_secs(30), || {
+        child.try_wait().ok().flatten()
+    });
+    if done.is_err() {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output()?;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    ensure!(
+        out.status.code() == Some(1),
+        "cairn-server must refuse {store}: {}",
+        text(&out)
+    );
+    ensure!(
+        !stdout.contains("listening on"),
+        "a server that cannot reach its store never says it is listening: {stdout}"
+    );
+    for s in says {
+        ensure!(stderr.contains(s), "the refusal says {s:?}: {stderr}");
+    }
+    ensure!(
+        std::fs::read_dir(dir.path())?.all(|e| e.is_ok_and(|e| e.file_name() == "server.db")),
+        "only the database is left behind"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_server_whose_bucket_cannot_be_reached_says_why_and_never_says_it_listens() -> Result<()> {
+    let g = Garage::shared_or_start()?;
+    let envs = vec![
+        ("AWS_ACCESS_KEY_ID".to_owned(), g.key_id.clone()),
+        ("AWS_SECRET_ACCESS_KEY".to_owned(), g.secret.clone()),
+    ];
+    let s3 =
+        |bucket: &str, endpoint: &str| format!("s3://{bucket}?endpoint={endpoint}&region=garage");
+
+    // Garage's admin API where its S3 API should be: what CI once met when a port was taken.
+    let config = std::fs::read_to_string(&g.config)?;
+    let admin = config
+        .lines()
+        .filter_map(|l| l.strip_prefix("api_bind_addr = "))
+        .next_back()
+        .context("no admin api_bind_addr in Garage's config")?
+        .trim_matches('"');
+    let bucket = g.create_bucket()?;
+    let admin_url = format!("http://{admin}");
+    serve_refuses(
+        &s3(&bucket, &admin_url),
+        &envs,
+        &[&bucket, &admin_url, "not an S3 answer", "endpoint="],
+    )?;
+
+    // The right endpoint, but a bucket that does not exist.
+    serve_refuses(
+        &s3("no-such-bucket-here", &g.endpoint()),
+        &envs,
+        &["no-such-bucket-here", "no such bucket"],
+    )?;
+
+    // A wrong secret.
+    let wrong = vec![
+        envs[0].clone(),
+        ("AWS_SECRET_ACCESS_KEY".to_owned(), "0".repeat(64)),
+    ];
+    serve_refuses(
+        &s3(&bucket, &g.endpoint()),
+        &wrong,
+        &["AWS_SECRET_ACCESS_KEY"],
+    )?;
+
+    // Nothing listening at all.
+    let closed = format!(
+        "http://127.0.0.1:{}",
+        cairn_e2e::garage::free_ports::<1>()?[0]
+    );
+    serve_refuses(
+        &s3(&bucket, &closed),
+        &envs,
+        &[&closed, "is the S3 server running?"],
+    )?;
+    Ok(())
+}
+
 // --- three-node Garage ---------------------------------------------------------------------------
 
 #[test]

@@ -18,6 +18,8 @@ use crate::error::{Error, Result};
 pub struct S3Store {
     client: Client,
     bucket: String,
+    /// Where the bucket is, for messages: the endpoint URL, or AWS itself.
+    endpoint: String,
 }
 
 fn storage_err(what: &str, key: &str, e: impl std::error::Error) -> Error {
@@ -69,31 +71,48 @@ impl S3Store {
             // Several S3-compatible servers refuse the SDK's default CRC32 chunked uploads.
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
-        if let Some(ep) = endpoint {
+        if let Some(ep) = &endpoint {
             conf = conf.endpoint_url(ep);
         }
         Self {
             client: Client::from_conf(conf.build()),
             bucket,
+            endpoint: endpoint.unwrap_or_else(|| "AWS S3".to_owned()),
         }
     }
 
-    /// Fails with a clear message when the bucket cannot be reached (checked once at start-up).
+    /// Fails with a clear message when the bucket cannot be reached (checked once at start-up,
+    /// before the server says it is listening).
     pub async fn check(&self) -> Result<()> {
-        self.client
-            .head_bucket()
-            .bucket(&self.bucket)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| {
-                Error::Config(format!(
-                    "--store: bucket {:?} is not reachable: {}",
-                    self.bucket,
-                    DisplayErrorContext(e)
-                ))
-            })
+        let Err(e) = self.client.head_bucket().bucket(&self.bucket).send().await else {
+            return Ok(());
+        };
+        let status = e.raw_response().map(|r| r.status().as_u16());
+        Err(Error::Config(unreachable_bucket(
+            &self.bucket,
+            &self.endpoint,
+            status,
+            &DisplayErrorContext(&e).to_string(),
+        )))
     }
+}
+
+/// The start-up error for a bucket HeadBucket could not reach: what the answer means and what to
+/// check. `status` is the HTTP status when the endpoint answered at all; `detail` the SDK's error.
+fn unreachable_bucket(bucket: &str, endpoint: &str, status: Option<u16>, detail: &str) -> String {
+    let what = match status {
+        Some(404) => "no such bucket: create it, or check the name in --store".to_owned(),
+        Some(401 | 403) => "access denied: check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY \
+             and the key's read and write rights on the bucket"
+            .to_owned(),
+        Some(301) => "the bucket is in another region: set region= in --store".to_owned(),
+        Some(s) => format!(
+            "HTTP {s}, not an S3 answer: check that endpoint= in --store is the S3 API's \
+             address (not an admin or web port)"
+        ),
+        None => format!("no answer: is the S3 server running? ({detail})"),
+    };
+    format!("--store: bucket {bucket:?} at {endpoint}: {what}")
 }
 
 impl S3Store {
@@ -246,5 +265,22 @@ impl BlobStore for S3Store {
                 Err(e) => Err(storage_err("HEAD", key, e)),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unreachable_bucket;
+
+    #[test]
+    fn an_unreachable_bucket_names_the_bucket_the_endpoint_and_what_to_check() {
+        let m = |status| unreachable_bucket("b", "http://127.0.0.1:9", status, "refused");
+        assert!(m(Some(404)).contains("no such bucket"));
+        assert!(m(Some(403)).contains("AWS_SECRET_ACCESS_KEY"));
+        assert!(m(Some(400)).contains("HTTP 400, not an S3 answer"));
+        assert!(m(None).contains("is the S3 server running? (refused)"));
+        for s in [Some(404), Some(403), Some(400), Some(301), None] {
+            assert!(m(s).starts_with("--store: bucket \"b\" at http://127.0.0.1:9: "));
+        }
     }
 }

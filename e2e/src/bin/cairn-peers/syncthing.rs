@@ -5,7 +5,7 @@
 
 use crate::util;
 use anyhow::{Context, Result, bail, ensure};
-use cairn_e2e::garage::free_port;
+use cairn_e2e::garage::free_ports;
 use cairn_e2e::wait_for;
 use std::fs;
 use std::io::{Read, Write};
@@ -45,11 +45,12 @@ impl Identity {
             .find_map(|l| l.split("Device ID: ").nth(1))
             .map(|s| s.trim().to_owned())
             .with_context(|| format!("no device id from `syncthing generate`: {text}"))?;
+        let [listen, gui] = free_ports()?;
         Ok(Self {
             home: home.to_owned(),
             id,
-            listen: free_port()?,
-            gui: free_port()?,
+            listen,
+            gui,
             key: format!("cairn-peers-{:016x}", rand::random::<u64>()),
         })
     }
