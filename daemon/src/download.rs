@@ -215,8 +215,10 @@ impl Pull<'_> {
                     None => None,
                 }
             };
-            let (done, next) =
-                tokio::join!(self.download_batch(r, synced, placer, &mut stats), prefetch);
+            let (done, next) = tokio::join!(
+                self.download_batch(r, (remote_tree, synced), placer, &mut stats),
+                prefetch
+            );
             done?;
             resp = next.transpose()?;
         }
@@ -227,7 +229,7 @@ impl Pull<'_> {
     async fn download_batch(
         &mut self,
         resp: pb::GetManifestsResponse,
-        synced: &SyncedTree,
+        (remote_tree, synced): (&RemoteTree, &SyncedTree),
         placer: &Placer<'_>,
         stats: &mut PullStats,
     ) -> Result<()> {
@@ -257,6 +259,7 @@ impl Pull<'_> {
                 .collect()
                 .await;
         let mut changes = Vec::new();
+        let mut folders = std::collections::HashSet::new();
         for r in results.into_iter().flatten() {
             match r {
                 Ok(w) => {
@@ -264,6 +267,13 @@ impl Pull<'_> {
                     stats.chunks_downloaded += w.chunks;
                     stats.bytes_downloaded += w.bytes;
                     stats.conflicts += u64::from(w.conflict);
+                    self.synced_folders_of(
+                        &w.path,
+                        remote_tree,
+                        placer,
+                        &mut folders,
+                        &mut changes,
+                    );
                     changes.push(SyncedChange::Put(w.path, w.entry));
                 }
                 Err(e) => stats.errors.push(e),
@@ -271,6 +281,46 @@ impl Pull<'_> {
         }
         // Every file here was renamed and its folder fsynced before its group returned.
         self.state.apply(self.folder, &changes)
+    }
+
+    /// Records the folders above a downloaded file that are folders both here and on the server
+    /// as synced at the server's version (each once per batch: `done`). A folder the download had to create (deleted here, say,
+    /// while a file was written into it elsewhere) is then not taken for a folder made here,
+    /// which a later change of that path on the server would keep as a conflict copy, bringing
+    /// back what it held.
+    fn synced_folders_of(
+        &self,
+        path: &str,
+        remote_tree: &RemoteTree,
+        placer: &Placer<'_>,
+        done: &mut std::collections::HashSet<String>,
+        changes: &mut Vec<SyncedChange>,
+    ) {
+        for (i, _) in path.match_indices('/') {
+            let folder = &path[..i];
+            if !done.insert(folder.to_owned()) {
+                continue;
+            }
+            let Some(r) = remote_tree
+                .get(folder)
+                .filter(|r| matches!(r.content, Some(Content::Dir)))
+            else {
+                continue;
+            };
+            let md = placer
+                .place(folder, Intent::Find)
+                .and_then(|rel| localfs::disk_path(self.root, &rel))
+                .ok()
+                .and_then(|d| std::fs::symlink_metadata(d).ok());
+            if let Some(md) = md.filter(|m| m.file_type().is_dir()) {
+                let entry = SyncedEntry {
+                    version: r.version,
+                    content: Content::Dir,
+                    stat: stat_of(&md),
+                };
+                changes.push(SyncedChange::Put(folder.to_owned(), entry));
+            }
+        }
     }
 
     /// Re-checks the target right before the rename; a changed local entry is kept as a conflict
@@ -293,6 +343,10 @@ impl Pull<'_> {
             {
                 false
             }
+            // A synced folder the server replaced: the round deleted what in it was only
+            // synced, so an empty one goes (rmdir refuses a folder that is not empty, so nothing
+            // written since can be lost), and one still holding changes here is kept as a copy.
+            Current::AsSynced if dir.remove(localfs::file_name(rel), true).is_ok() => false,
             Current::AsSynced | Current::Different => {
                 localfs::move_to_conflict_copy(self.root, dir, rel, self.device)?;
                 true

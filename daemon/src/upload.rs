@@ -535,6 +535,24 @@ impl Push<'_> {
                     format!("the server refused it: {}", r.error),
                 ));
             }
+            // A folder the server kept because entries were written into it elsewhere: it is
+            // synced at the server's version, so that what the pull writes into it is not taken
+            // for a folder made here (which a later change of the folder would keep as a copy).
+            (Op::DeleteRemote { .. }, S::DeleteSkipped)
+                if r.current.as_ref().is_some_and(|e| {
+                    !e.deleted
+                        && e.meta
+                            .as_ref()
+                            .is_some_and(|m| m.kind == pb::EntryKind::Dir as i32)
+                }) =>
+            {
+                let kept = SyncedEntry {
+                    version: Version(r.version),
+                    content: Content::Dir,
+                    stat: Default::default(),
+                };
+                changes.push(SyncedChange::Put(path, kept));
+            }
             (Op::DeleteRemote { .. }, _) => {
                 stats.deleted += u64::from(status == S::Committed);
                 changes.push(SyncedChange::Remove(path));

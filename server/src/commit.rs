@@ -4,8 +4,17 @@
 //! is ignored (mtimes differ across devices and would churn the log); a mode change on an
 //! up-to-date base is a new version. A stale base never overwrites: the content goes to a conflict
 //! copy next to the path.
+//!
+//! The live paths stay a tree. Nothing is written under a live file or link (the item is
+//! rejected: the writer's next pull finds the file and keeps its folder as a conflict copy), a
+//! write under a deleted folder creates the folder again, and
+//! a file or link replaces a folder only while nothing live is left in it (otherwise it becomes
+//! a conflict copy beside the folder, as a stale base would), and a folder is deleted only while
+//! nothing live is left in it (otherwise DELETE_SKIPPED, as for a changed base). Each can only
+//! happen when two devices change a folder and its contents at once.
 
-use std::collections::BTreeSet;
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashSet};
 
 use cairn_proto::pb::{CommitItem, CommitResult, CommitStatus, Entry, EntryKind};
 use cairn_proto::{conflict_copy_name, validate_path};
@@ -24,6 +33,21 @@ pub(crate) struct Ctx {
     pub namespace_id: i64,
     pub device: String,
     pub now_ms: i64,
+    /// Paths this transaction found (or made) to be live folders, so that a commit of many
+    /// files in one folder looks each folder up once. A path leaves the set when the transaction
+    /// writes anything but a folder there.
+    pub live_folders: RefCell<HashSet<String>>,
+}
+
+impl Ctx {
+    pub fn new(namespace_id: i64, device: String, now_ms: i64) -> Self {
+        Self {
+            namespace_id,
+            device,
+            now_ms,
+            live_folders: RefCell::default(),
+        }
+    }
 }
 
 /// The newest version of a path.
@@ -56,11 +80,7 @@ pub async fn commit(
         )));
     }
     db.write(move |conn| {
-        let ctx = Ctx {
-            namespace_id,
-            device,
-            now_ms: db::now_ms(),
-        };
+        let ctx = Ctx::new(namespace_id, device, db::now_ms());
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut results = Vec::with_capacity(items.len());
         let mut head = None;
@@ -262,6 +282,9 @@ pub(crate) fn append(
     content: Option<&Content>,
     origin: Origin<'_>,
 ) -> Result<(u64, u64)> {
+    if content.is_none_or(|c| c.kind != EntryKind::Dir) {
+        ctx.live_folders.borrow_mut().remove(path);
+    }
     let version = cur.map_or(1, |c| c.version + 1);
     let file_id = match cur {
         Some(c) => {
@@ -364,7 +387,20 @@ pub(crate) fn apply_put(
     content: &Content,
     origin: Origin<'_>,
 ) -> Result<CommitResult> {
+    if let Some(r) = folders_for(tx, ctx, path)? {
+        return Ok(r);
+    }
     let cur = current(tx, ctx.namespace_id, path)?;
+    // A file or link over a folder that still holds live entries (changed elsewhere since this
+    // device emptied it) would leave them under a file: it goes beside the folder instead.
+    let over_full_folder = match &cur {
+        Some(c)
+            if !c.deleted && c.kind == EntryKind::Dir as i32 && content.kind != EntryKind::Dir =>
+        {
+            has_live_entries_under(tx, ctx.namespace_id, path)?
+        }
+        _ => false,
+    };
     match &cur {
         Some(c)
             if !c.deleted
@@ -381,7 +417,7 @@ pub(crate) fn apply_put(
                 path,
             )
         }
-        Some(c) if !c.deleted && base != c.version => {
+        Some(c) if !c.deleted && (base != c.version || over_full_folder) => {
             let Some(copy) = free_conflict_name(tx, ctx, path)? else {
                 return Ok(rejected(
                     path,
@@ -404,6 +440,67 @@ pub(crate) fn apply_put(
             committed(tx, ctx, CommitStatus::Committed, path, v, seq, path)
         }
     }
+}
+
+/// Makes the folders above `path` fit a write there. The write is refused (the result) when one
+/// of them is a live file or link on the server (replaced elsewhere while this device wrote
+/// inside it). Otherwise a deleted one is created again (deleted elsewhere while this device
+/// wrote inside it), so that every live entry stays inside live folders.
+pub(crate) fn folders_for(
+    tx: &Transaction<'_>,
+    ctx: &Ctx,
+    path: &str,
+) -> Result<Option<CommitResult>> {
+    let mut deleted = Vec::new();
+    for (i, _) in path.match_indices('/') {
+        let folder = &path[..i];
+        if ctx.live_folders.borrow().contains(folder) {
+            continue;
+        }
+        match current(tx, ctx.namespace_id, folder)? {
+            Some(c) if !c.deleted && c.kind != EntryKind::Dir as i32 => {
+                return Ok(Some(rejected(
+                    path,
+                    format!(
+                        "{path:?} is under {folder:?}, which is no longer a folder on the server \
+                         (it was replaced elsewhere); the next pull keeps the folder here as a \
+                         conflict copy, and its contents go up from there"
+                    ),
+                )));
+            }
+            Some(c) if c.deleted => deleted.push((folder, c)),
+            Some(_) => {
+                ctx.live_folders.borrow_mut().insert(folder.to_owned());
+            }
+            None => {}
+        }
+    }
+    for (folder, c) in deleted {
+        let dir = Content {
+            kind: EntryKind::Dir,
+            size: 0,
+            mode: 0o755,
+            mtime_ns: ctx.now_ms.saturating_mul(1_000_000),
+            manifest: Vec::new(),
+            content_id: Vec::new(),
+            symlink_target: String::new(),
+        };
+        append(tx, ctx, folder, Some(&c), Some(&dir), Origin::Edit)?;
+        ctx.live_folders.borrow_mut().insert(folder.to_owned());
+    }
+    Ok(None)
+}
+
+/// Whether any live entry lies under the folder `path`.
+fn has_live_entries_under(tx: &Transaction<'_>, ns: i64, path: &str) -> Result<bool> {
+    // Paths under `p` sort between "p/" and "p0" ('0' follows '/').
+    let (lo, hi) = (format!("{path}/"), format!("{path}0"));
+    Ok(tx
+        .prepare_cached(
+            "SELECT 1 FROM files f JOIN versions v ON v.file_id = f.id AND v.version = f.head_version
+             WHERE f.namespace_id = ?1 AND f.path > ?2 AND f.path < ?3 AND v.deleted = 0 LIMIT 1",
+        )?
+        .exists((ns, lo, hi))?)
 }
 
 /// The first conflict-copy name (attempt 1, 2, ...) that no file of the namespace holds yet.
@@ -439,7 +536,13 @@ fn apply_delete(tx: &Transaction<'_>, ctx: &Ctx, path: &str, base: u64) -> Resul
             c.seq,
             path,
         ),
-        Some(c) if c.version == base => {
+        // A folder goes only once nothing live is left in it: entries written into it elsewhere
+        // since this device emptied it keep it, as a changed base keeps a file.
+        Some(c)
+            if c.version == base
+                && !(c.kind == EntryKind::Dir as i32
+                    && has_live_entries_under(tx, ctx.namespace_id, path)?) =>
+        {
             let (v, seq) = append(tx, ctx, path, Some(&c), None, Origin::Edit)?;
             committed(tx, ctx, CommitStatus::Committed, path, v, seq, path)
         }
@@ -478,6 +581,10 @@ fn apply_move(tx: &Transaction<'_>, ctx: &Ctx, item: &CommitItem) -> Result<Comm
     } else {
         (item.base_version, 0)
     };
+    // Checked before the source is tombstoned, which a refused destination must not do.
+    if let Some(r) = folders_for(tx, ctx, path)? {
+        return Ok(r);
+    }
     let src = current(tx, ctx.namespace_id, from)?;
     if let Some(s) = src.as_ref().filter(|s| !s.deleted && s.version == src_base) {
         let kind = EntryKind::try_from(s.kind).unwrap_or(EntryKind::File);

@@ -134,11 +134,7 @@ pub async fn restore(
         ));
     }
     db.write(move |conn| {
-        let ctx = Ctx {
-            namespace_id: ns,
-            device,
-            now_ms: db::now_ms(),
-        };
+        let ctx = Ctx::new(ns, device, db::now_ms());
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let results = restore_in(&tx, &ctx, &path, &spec)?;
         let changed = results.iter().any(|r| {

@@ -565,6 +565,117 @@ async fn a_move_tombstones_the_source_and_keeps_its_content() {
     assert_eq!(dev.download(&m, 0).await, a);
 }
 
+fn dir_meta() -> FileMeta {
+    FileMeta {
+        kind: EntryKind::Dir as i32,
+        mode: 0o755,
+        ..Default::default()
+    }
+}
+
+fn delete(path: &str, base: u64) -> CommitItem {
+    CommitItem {
+        path: path.into(),
+        base_version: base,
+        delete: true,
+        ..Default::default()
+    }
+}
+
+/// The live tree as (path, is a folder).
+async fn live(dev: &mut Device) -> Vec<(String, bool)> {
+    dev.tree(false)
+        .await
+        .into_iter()
+        .map(|e| {
+            let dir = e.meta.is_some_and(|m| m.kind == EntryKind::Dir as i32);
+            (e.path, dir)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_live_paths_stay_a_tree_when_a_folder_and_its_contents_change_at_once() {
+    let server = TestServer::start().await;
+    let mut dev = server.device(NS, "laptop").await;
+    let (a, b) = (random_bytes(300), random_bytes(400));
+    dev.upload(&[&a, &b]).await;
+    let r = dev
+        .commit(vec![
+            put("D", 0, dir_meta()),
+            put("D/x", 0, file_meta(&[&a])),
+        ])
+        .await;
+    assert!(r.iter().all(|r| status(r) == CommitStatus::Committed));
+
+    // A file over the folder D while D/x is still live (written elsewhere since this device
+    // emptied D): it goes beside the folder, which keeps D/x.
+    let r = dev
+        .commit(vec![put("D", 1, file_meta(&[&b]))])
+        .await
+        .remove(0);
+    assert_eq!(status(&r), CommitStatus::Conflict, "{}", r.error);
+    assert!(r.path.starts_with("D (conflicted copy"), "{}", r.path);
+    let copy = r.path.clone();
+    assert_eq!(
+        live(&mut dev).await,
+        [
+            ("D".into(), true),
+            (copy.clone(), false),
+            ("D/x".into(), false)
+        ]
+    );
+
+    // A folder is deleted only once nothing live is left in it.
+    let r = dev.commit(vec![delete("D", 1)]).await.remove(0);
+    assert_eq!(status(&r), CommitStatus::DeleteSkipped, "{}", r.error);
+    let r = dev.commit(vec![delete("D/x", 1), delete("D", 1)]).await;
+    assert_eq!(status(&r[0]), CommitStatus::Committed);
+    assert_eq!(status(&r[1]), CommitStatus::Committed, "{}", r[1].error);
+
+    // A file written under the deleted folder brings the folder back.
+    let r = dev
+        .commit(vec![put("D/y", 0, file_meta(&[&a]))])
+        .await
+        .remove(0);
+    assert_eq!(status(&r), CommitStatus::Committed, "{}", r.error);
+    assert_eq!(
+        live(&mut dev).await,
+        [
+            ("D".into(), true),
+            (copy.clone(), false),
+            ("D/y".into(), false)
+        ]
+    );
+
+    // Emptied and replaced by a file in one commit: no conflict.
+    let r = dev
+        .commit(vec![delete("D/y", 1), put("D", 3, file_meta(&[&b]))])
+        .await;
+    assert_eq!(status(&r[1]), CommitStatus::Committed, "{}", r[1].error);
+
+    // Nothing is written under a live file, and a refused move leaves its source alone.
+    let r = dev
+        .commit(vec![put("D/z", 0, file_meta(&[&a]))])
+        .await
+        .remove(0);
+    assert_eq!(status(&r), CommitStatus::Rejected);
+    assert!(
+        r.error.contains("\"D\"") && r.error.contains("no longer a folder"),
+        "{}",
+        r.error
+    );
+    let mv = CommitItem {
+        path: "D/moved".into(),
+        move_from: copy.clone(),
+        move_from_version: 1,
+        ..Default::default()
+    };
+    let r = dev.commit(vec![mv]).await.remove(0);
+    assert_eq!(status(&r), CommitStatus::Rejected);
+    assert_eq!(live(&mut dev).await, [("D".into(), false), (copy, false)]);
+}
+
 #[tokio::test]
 async fn another_namespace_can_neither_see_nor_commit_our_chunks() {
     let server = TestServer::start().await;

@@ -217,7 +217,6 @@ fn shuffling_commuting_ops_within_a_round_does_not_change_the_outcome() {
 }
 
 #[test]
-#[ignore = "design gap: a file and a folder meeting at one path (docs/RELIABILITY.md)"]
 fn files_and_folders_meeting_at_one_path_converge_and_resurrect_nothing() {
     run_seeds(
         "files_and_folders_meeting_at_one_path_converge_and_resurrect_nothing",

@@ -242,3 +242,48 @@ fn state_files(home: &std::path::Path) -> Result<Vec<(String, Vec<u8>)>> {
     }
     Ok(out)
 }
+
+/// A folder replaced by a file on one device (`rm -r D; echo > D`) replaces the unchanged folder
+/// on another without leaving an empty "conflicted copy" folder behind, and a device that added a
+/// file inside the folder keeps that file (only it) in the copy.
+#[test]
+fn a_folder_replaced_by_a_file_elsewhere_leaves_no_copy_of_what_was_only_synced() -> Result<()> {
+    let s = server(Backend::Local)?;
+    let (a, b, c) = (
+        s.device("team", "a")?,
+        s.device("team", "b")?,
+        s.device("team", "c")?,
+    );
+    let (da, db, dc) = (
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+    );
+    write(da.path(), "D/x.txt", b"x")?;
+    write(da.path(), "D/sub/y.txt", b"y")?;
+    write(da.path(), "keep.txt", b"k")?;
+    a.push(da.path())?;
+    b.pull(db.path())?;
+    c.pull(dc.path())?;
+    write(dc.path(), "D/new.txt", b"only on c")?;
+
+    fs::remove_dir_all(da.path().join("D"))?;
+    write(da.path(), "D", b"now a file")?;
+    a.push(da.path())?;
+
+    b.pull(db.path())?;
+    assert_same(da.path(), db.path())?;
+
+    c.pull(dc.path())?;
+    let t = snapshot(dc.path())?;
+    let copies: Vec<_> = t.keys().filter(|k| k.contains("conflicted copy")).collect();
+    assert_eq!(
+        copies.len(),
+        2,
+        "one copy folder, holding new.txt only: {copies:?}"
+    );
+    assert!(copies[1].ends_with("/new.txt"), "{copies:?}");
+    assert_eq!(fs::read(dc.path().join(copies[1]))?, b"only on c");
+    assert_eq!(fs::read(dc.path().join("D"))?, b"now a file");
+    Ok(())
+}

@@ -271,6 +271,14 @@ impl Device {
                 changes.extend(put(path, r.version));
             }
             (_, Status::Rejected) => {}
+            (Op::DeleteRemote { .. }, Status::DeleteSkipped) if r.live_dir => {
+                let kept = SyncedEntry {
+                    version: Version(r.version),
+                    content: Content::Dir,
+                    stat: Stat::default(),
+                };
+                changes.push(Change::Put(path, kept));
+            }
             (Op::DeleteRemote { .. }, _) | (_, Status::DeleteSkipped) => {
                 changes.push(Change::Remove(path));
             }
@@ -441,14 +449,31 @@ impl Device {
                 continue;
             };
             match self.install(path, content.clone(), p.synced.get(path), server.now) {
-                Ok(stat) => changes.push(Change::Put(
-                    path.clone(),
-                    SyncedEntry {
-                        version: *version,
-                        content,
-                        stat,
-                    },
-                )),
+                Ok(stat) => {
+                    changes.push(Change::Put(
+                        path.clone(),
+                        SyncedEntry {
+                            version: *version,
+                            content,
+                            stat,
+                        },
+                    ));
+                    // `Pull::synced_folders_of`.
+                    for (i, _) in path.match_indices('/') {
+                        let folder = &path[..i];
+                        let remote_dir = p.remote.get(folder).and_then(|r| {
+                            matches!(r.content, Some(Content::Dir)).then_some(r.version)
+                        });
+                        if let (Some(v), true) = (remote_dir, self.disk.is_dir(folder)) {
+                            let e = SyncedEntry {
+                                version: v,
+                                content: Content::Dir,
+                                stat: self.disk.get(folder).expect("a folder").stat(),
+                            };
+                            changes.push(Change::Put(folder.to_owned(), e));
+                        }
+                    }
+                }
                 Err(why) => note(trace, || format!("  {}: {why}", show_op(op))),
             }
             self.flush_kept(trace);
@@ -483,8 +508,9 @@ impl Device {
         }
     }
 
-    /// `ensure_parents`, then `Pull::install`: a changed entry (or a folder) at the target is
-    /// kept as a conflict copy first. Returns the new entry's stat.
+    /// `ensure_parents`, then `Pull::install`: a changed entry (or a folder still holding
+    /// anything) at the target is kept as a conflict copy first; an empty synced folder is
+    /// removed. Returns the new entry's stat.
     fn install(
         &mut self,
         p: &str,
@@ -496,6 +522,9 @@ impl Device {
         match self.current(p, synced) {
             Current::Absent => {}
             Current::AsSynced if !self.disk.is_dir(p) => {}
+            Current::AsSynced if !self.disk.has_children(p) => {
+                self.disk.remove_tree(p);
+            }
             Current::AsSynced | Current::Different => {
                 self.move_to_conflict_copy(p, now)?;
             }

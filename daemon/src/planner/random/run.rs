@@ -293,7 +293,16 @@ impl World {
             }
         }
         for p in &l.deleted {
-            if live.contains_key(p) && !l.written.iter().any(|w| at_or_under(w, p)) {
+            // A folder a user deleted comes back to hold content no user overwrote or deleted
+            // (written elsewhere, it reached this folder as a conflict copy, say): keeping that
+            // content is what `NoContentLost` asks.
+            let holds_kept_content = live.iter().any(|(q, c)| {
+                at_or_under(q, p) && file_no(c).is_some_and(|n| !l.superseded.contains(&n))
+            });
+            if live.contains_key(p)
+                && !l.written.iter().any(|w| at_or_under(w, p))
+                && !holds_kept_content
+            {
                 return fail(
                     Property::NoResurrection,
                     format!(

@@ -1,6 +1,6 @@
 //! The model's server: versions, tombstones and the sync log, with the commit semantics of
 //! `server/src/commit.rs` (optimistic concurrency, conflict copies named by
-//! `conflict_copy_name`, UNCHANGED, DELETE_SKIPPED, moves).
+//! `conflict_copy_name`, UNCHANGED, DELETE_SKIPPED, moves, and a live tree that stays a tree).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -24,6 +24,9 @@ pub struct CommitRes {
     /// The conflict copy's path for `Conflict`, the item's path otherwise.
     pub path: String,
     pub version: u64,
+    /// The path's newest version is a live folder (`CommitResult.current`'s kind, as the
+    /// daemon reads it for DELETE_SKIPPED).
+    pub live_dir: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -107,18 +110,53 @@ impl Server {
             status,
             path: path.to_owned(),
             version,
+            live_dir: false,
         }
     }
 
-    /// `apply_put`: same data → UNCHANGED (a mode change counts on an up-to-date base only);
-    /// a stale base on a live path → a conflict copy; otherwise a new version.
+    /// `folders_for`: false (the write is refused) when a proper ancestor of `p` is a live file
+    /// or link; otherwise deleted ancestors are created again.
+    fn folders_for(&mut self, p: &str) -> bool {
+        let folders: Vec<&str> = p.match_indices('/').map(|(i, _)| &p[..i]).collect();
+        if folders
+            .iter()
+            .any(|f| matches!(self.head(f), Some((_, Some(c))) if *c != Content::Dir))
+        {
+            return false;
+        }
+        for f in folders {
+            if matches!(self.head(f), Some((_, None))) {
+                self.append(f, Some(Content::Dir));
+            }
+        }
+        true
+    }
+
+    /// `has_live_entries_under`.
+    fn has_live_entries_under(&self, p: &str) -> bool {
+        let prefix = format!("{p}/");
+        self.files
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .any(|(_, v)| v.last().is_some_and(Option::is_some))
+    }
+
+    /// `apply_put`: nothing under a live file (REJECTED), deleted folders above made again; same data → UNCHANGED (a mode change
+    /// counts on an up-to-date base only); a stale base on a live path, or a file or link over a
+    /// folder that still holds live entries → a conflict copy; otherwise a new version.
     pub fn put(&mut self, device: &str, p: &str, base: u64, c: &Content) -> CommitRes {
+        if !self.folders_for(p) {
+            return Self::res(Status::Rejected, p, 0);
+        }
         let cur = self.head(p).map(|(v, content)| (v, content.cloned()));
+        let over_full_folder = matches!(&cur, Some((_, Some(Content::Dir))))
+            && *c != Content::Dir
+            && self.has_live_entries_under(p);
         match cur {
             Some((v, Some(cur))) if same_data(&cur, c) && (cur == *c || base != v) => {
                 Self::res(Status::Unchanged, p, v)
             }
-            Some((v, Some(_))) if base != v => {
+            Some((v, Some(_))) if base != v || over_full_folder => {
                 let copy = (1..1000)
                     .map(|attempt| conflict_copy_name(p, device, self.now, attempt))
                     .find(|name| !self.files.contains_key(name))
@@ -133,16 +171,21 @@ impl Server {
         }
     }
 
-    /// `apply_delete`.
+    /// `apply_delete`: a folder only while nothing live is left in it.
     pub fn delete(&mut self, p: &str, base: u64) -> CommitRes {
         match self.head(p) {
             None => Self::res(Status::Unchanged, p, 0),
             Some((v, None)) => Self::res(Status::Unchanged, p, v),
-            Some((v, Some(_))) if v == base => {
+            Some((v, Some(c)))
+                if v == base && !(*c == Content::Dir && self.has_live_entries_under(p)) =>
+            {
                 let v = self.append(p, None);
                 Self::res(Status::Committed, p, v)
             }
-            Some((v, Some(_))) => Self::res(Status::DeleteSkipped, p, v),
+            Some((v, Some(c))) => CommitRes {
+                live_dir: *c == Content::Dir,
+                ..Self::res(Status::DeleteSkipped, p, v)
+            },
         }
     }
 
@@ -157,6 +200,9 @@ impl Server {
         base: u64,
         local: &Content,
     ) -> CommitRes {
+        if !self.folders_for(to) {
+            return Self::res(Status::Rejected, to, 0);
+        }
         match self.head(from) {
             Some((v, Some(Content::File { id, .. }))) if v == from_version => {
                 let exec = matches!(local, Content::File { exec: true, .. });
