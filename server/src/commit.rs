@@ -5,15 +5,16 @@
 //! up-to-date base is a new version. A stale base never overwrites: the content goes to a conflict
 //! copy next to the path.
 //!
-//! The live paths stay a tree. Nothing is written under a live file or link (the item is
-//! rejected: the writer's next pull finds the file and keeps its folder as a conflict copy), a
-//! write under a deleted folder creates the folder again, and
-//! a file or link replaces a folder only while nothing live is left in it (otherwise it becomes
-//! a conflict copy beside the folder, as a stale base would), and a folder is deleted only while
-//! nothing live is left in it (otherwise DELETE_SKIPPED, as for a changed base). Each can only
-//! happen when two devices change a folder and its contents at once.
+//! The live paths stay a tree, also when two devices change a folder and its contents at once:
+//! - nothing is written under a live file or link (the item is rejected: the writer's next pull
+//!   finds the file and keeps its folder as a conflict copy);
+//! - a write under a deleted folder creates the folder again;
+//! - a file or link replaces a folder only while nothing live is left in it (otherwise it
+//!   becomes a conflict copy beside the folder, as with a stale base);
+//! - a folder is deleted only while nothing live is left in it (otherwise DELETE_SKIPPED, as
+//!   for a changed base).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashSet};
 
 use cairn_proto::pb::{CommitItem, CommitResult, CommitStatus, Entry, EntryKind};
@@ -37,6 +38,8 @@ pub(crate) struct Ctx {
     /// files in one folder looks each folder up once. A path leaves the set when the transaction
     /// writes anything but a folder there.
     pub live_folders: RefCell<HashSet<String>>,
+    /// Whether the transaction appended anything to the sync log.
+    pub appended: Cell<bool>,
 }
 
 impl Ctx {
@@ -46,6 +49,7 @@ impl Ctx {
             device,
             now_ms,
             live_folders: RefCell::default(),
+            appended: Cell::new(false),
         }
     }
 }
@@ -83,17 +87,16 @@ pub async fn commit(
         let ctx = Ctx::new(namespace_id, device, db::now_ms());
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut results = Vec::with_capacity(items.len());
-        let mut head = None;
         for item in &items {
-            let r = apply_item(&tx, &ctx, item)?;
-            if matches!(
-                CommitStatus::try_from(r.status),
-                Ok(CommitStatus::Committed | CommitStatus::Conflict)
-            ) {
-                head = Some(max_seq(&tx, ctx.namespace_id)?);
-            }
-            results.push(r);
+            results.push(apply_item(&tx, &ctx, item)?);
         }
+        // Not only Committed and Conflict items append: a folder made again above an item does
+        // too, whatever the item's own result.
+        let head = if ctx.appended.get() {
+            Some(max_seq(&tx, ctx.namespace_id)?)
+        } else {
+            None
+        };
         tx.commit()?;
         Ok((results, head))
     })
@@ -282,6 +285,7 @@ pub(crate) fn append(
     content: Option<&Content>,
     origin: Origin<'_>,
 ) -> Result<(u64, u64)> {
+    ctx.appended.set(true);
     if content.is_none_or(|c| c.kind != EntryKind::Dir) {
         ctx.live_folders.borrow_mut().remove(path);
     }
