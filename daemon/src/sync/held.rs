@@ -42,6 +42,9 @@ pub(super) struct Guard {
     seen: BTreeMap<String, Instant>,
     /// The deletions waiting to settle after the last round.
     settling: BTreeSet<String>,
+    /// Changes above a waiting deletion (a file that replaces the folder being emptied), which
+    /// wait with it: the server takes a file over a folder only once nothing is left in it.
+    above: BTreeSet<String>,
     /// How long deletions under the floor wait ([`SETTLE`]; tests shorten it).
     settle: Duration,
     /// An earlier daemon held deletions for this folder: the first round holds its deletions
@@ -65,6 +68,7 @@ impl Guard {
             recent: VecDeque::new(),
             seen: BTreeMap::new(),
             settling: BTreeSet::new(),
+            above: BTreeSet::new(),
             settle: SETTLE,
             inherited: old.is_some(),
         })
@@ -74,9 +78,10 @@ impl Guard {
         !self.held.is_empty()
     }
 
-    /// Deletions held or settling: the next rounds must plan them again.
+    /// Deletions held or settling, and what waits above them: the next rounds must plan them
+    /// again.
     pub(super) fn waiting_paths(&self) -> impl Iterator<Item = &String> {
-        self.held.iter().chain(&self.settling)
+        self.held.iter().chain(&self.settling).chain(&self.above)
     }
 
     /// When the earliest settling deletion may run (a round is due then).
@@ -146,6 +151,20 @@ impl Guard {
         };
         let (waiting, run): (Vec<Op>, Vec<Op>) = ops.into_iter().partition(|op| waits(op));
         let waiting: BTreeSet<String> = waiting.iter().map(|op| op.path().to_owned()).collect();
+        // Run, a file replacing the folder above a waiting deletion would reach the server while
+        // the folder still holds what is being deleted, and become a conflict copy.
+        let is_above = |op: &Op| {
+            let prefix = format!("{}/", op.path());
+            waiting
+                .range::<str, _>((
+                    std::ops::Bound::Excluded(prefix.as_str()),
+                    std::ops::Bound::Unbounded,
+                ))
+                .next()
+                .is_some_and(|p| p.starts_with(&prefix))
+        };
+        let (above, run): (Vec<Op>, Vec<Op>) = run.into_iter().partition(|op| is_above(op));
+        self.above = above.iter().map(|op| op.path().to_owned()).collect();
         let (held, settling) = if verdict.is_some() {
             (waiting, BTreeSet::new())
         } else {
@@ -316,6 +335,35 @@ mod tests {
         g.settle = Duration::ZERO;
         let (run, _) = g.hold(deleting(0..3), &tree, &tree);
         assert_eq!(run.len(), 3);
+    }
+
+    #[test]
+    fn a_file_replacing_the_folder_of_settling_deletions_waits_with_them() {
+        let (_dir, state, folder) = setup();
+        let tree = synced(40);
+        let mut g = Guard::new(Limits::default(), &state, folder).unwrap();
+        let upload = |path: &str| Op::Upload {
+            path: path.into(),
+            base_version: Version(1),
+            conflict: false,
+        };
+        // `rm -r f; echo > f`, and an unrelated edit beside it.
+        let mut ops = deleting(0..3);
+        ops.extend([upload("f"), upload("fx"), upload("g")]);
+        let (run, _) = g.hold(ops.clone(), &tree, &tree);
+        let ran: Vec<&str> = run.iter().map(Op::path).collect();
+        assert_eq!(
+            ran,
+            ["fx", "g"],
+            "f waits with f/0..3; fx is not above them"
+        );
+        assert!(g.waiting_paths().any(|p| p == "f"), "and is planned again");
+        // Settled: the deletions run, and the file after them (the plan's order).
+        g.settle = Duration::ZERO;
+        let (run, _) = g.hold(ops, &tree, &tree);
+        let ran: Vec<&str> = run.iter().map(Op::path).collect();
+        assert_eq!(ran, ["f/0", "f/1", "f/2", "f", "fx", "g"]);
+        assert_eq!(g.waiting_paths().count(), 0);
     }
 
     #[test]
