@@ -284,10 +284,10 @@ impl Pull<'_> {
     }
 
     /// Records the folders above a downloaded file that are folders both here and on the server
-    /// as synced at the server's version (each once per batch: `done`). A folder the download had to create (deleted here, say,
-    /// while a file was written into it elsewhere) is then not taken for a folder made here,
-    /// which a later change of that path on the server would keep as a conflict copy, bringing
-    /// back what it held.
+    /// as synced at the server's version (each once per batch: `done`). A folder the download
+    /// had to create (deleted here, say, while a file was written into it elsewhere) is then not
+    /// taken for a folder made here, which a later change of that path on the server would keep
+    /// as a conflict copy, bringing back what it held.
     fn synced_folders_of(
         &self,
         path: &str,

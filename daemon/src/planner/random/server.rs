@@ -141,9 +141,10 @@ impl Server {
             .any(|(_, v)| v.last().is_some_and(Option::is_some))
     }
 
-    /// `apply_put`: nothing under a live file (REJECTED), deleted folders above made again; same data → UNCHANGED (a mode change
-    /// counts on an up-to-date base only); a stale base on a live path, or a file or link over a
-    /// folder that still holds live entries → a conflict copy; otherwise a new version.
+    /// `apply_put`: nothing under a live file (REJECTED), deleted folders above made again; same
+    /// data → UNCHANGED (a mode change counts on an up-to-date base only); a stale base on a live
+    /// path, or a file or link over a folder that still holds live entries → a conflict copy;
+    /// otherwise a new version.
     pub fn put(&mut self, device: &str, p: &str, base: u64, c: &Content) -> CommitRes {
         if !self.folders_for(p) {
             return Self::res(Status::Rejected, p, 0);
