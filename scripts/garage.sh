@@ -54,6 +54,9 @@ ok = head.startswith(b"HTTP/1.1 ") and any(l.startswith("content-type: applicati
 sys.exit(0 if ok else 1)' "$1"
 }
 
+# The S3 port in a node's config (the first api_bind_addr: [s3_api] comes before [admin]).
+s3_port_of() { sed -n 's/^api_bind_addr = "127.0.0.1:\([0-9]*\)"$/\1/p' "$1" | head -n 1; }
+
 # Waits for a node started with S3 on PORT to answer as Garage's S3 API; fails if anything else
 # answers there or nothing does within 30 s.
 wait_s3() {
@@ -167,7 +170,7 @@ node_start() {
   setsid garage -c "$dir/$n/garage.toml" server >> "$dir/$n/garage.log" 2>&1 < /dev/null &
   echo $! > "$dir/$n/pid"
   local s3
-  s3=$(sed -n 's/^api_bind_addr = "127.0.0.1:\([0-9]*\)"$/\1/p' "$dir/$n/garage.toml" | head -n 1)
+  s3=$(s3_port_of "$dir/$n/garage.toml")
   for _ in $(seq 1 300); do
     if garage -c "$dir/$n/garage.toml" node id -q > /dev/null 2>&1; then
       wait_s3 "$s3" && return 0
@@ -224,7 +227,7 @@ start_cluster() {
       echo "garage node $n did not start (attempt $attempt of 3), retrying on new ports" >&2
     done
     [ -n "$started" ] || exit 1
-    addrs+=("127.0.0.1:$(sed -n 's/^api_bind_addr = "127.0.0.1:\([0-9]*\)"$/\1/p' "$dir/$n/garage.toml" | head -n 1)")
+    addrs+=("127.0.0.1:$(s3_port_of "$dir/$n/garage.toml")")
   done
   local g="garage -c $dir/1/garage.toml" ids=()
   for n in 1 2 3; do

@@ -1,5 +1,6 @@
 //! The pull executor: fetch verified chunks into temp files, re-check, rename; mkdir; careful deletes.
 
+use std::collections::HashSet;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -259,7 +260,7 @@ impl Pull<'_> {
                 .collect()
                 .await;
         let mut changes = Vec::new();
-        let mut folders = std::collections::HashSet::new();
+        let mut folders = HashSet::new();
         for r in results.into_iter().flatten() {
             match r {
                 Ok(w) => {
@@ -293,7 +294,7 @@ impl Pull<'_> {
         path: &str,
         remote_tree: &RemoteTree,
         placer: &Placer<'_>,
-        done: &mut std::collections::HashSet<String>,
+        done: &mut HashSet<String>,
         changes: &mut Vec<SyncedChange>,
     ) {
         for (i, _) in path.match_indices('/') {

@@ -116,6 +116,23 @@ fn put(path: &str, base: u64, meta: FileMeta) -> CommitItem {
     }
 }
 
+fn dir_meta() -> FileMeta {
+    FileMeta {
+        kind: EntryKind::Dir as i32,
+        mode: 0o755,
+        ..Default::default()
+    }
+}
+
+fn delete(path: &str, base: u64) -> CommitItem {
+    CommitItem {
+        path: path.into(),
+        base_version: base,
+        delete: true,
+        ..Default::default()
+    }
+}
+
 fn status(r: &CommitResult) -> CommitStatus {
     CommitStatus::try_from(r.status).unwrap()
 }
@@ -347,10 +364,7 @@ async fn a_never_uploaded_chunk_is_rejected_while_other_items_still_commit() {
     let server = TestServer::start().await;
     let mut dev = server.device(NS, "laptop").await;
     let ghost = random_bytes(10);
-    let dir = FileMeta {
-        kind: EntryKind::Dir as i32,
-        ..Default::default()
-    };
+    let dir = dir_meta();
     let r = dev
         .commit(vec![
             put("ghost.bin", 0, file_meta(&[&ghost])),
@@ -490,12 +504,7 @@ async fn a_stale_base_becomes_a_conflict_copy_and_both_versions_are_retrievable(
         ),
         CommitStatus::Unchanged
     );
-    let del = |base| CommitItem {
-        path: "notes.txt".into(),
-        base_version: base,
-        delete: true,
-        ..Default::default()
-    };
+    let del = |base| delete("notes.txt", base);
     assert_eq!(
         status(&laptop.commit(vec![del(1)]).await[0]),
         CommitStatus::DeleteSkipped
@@ -563,23 +572,6 @@ async fn a_move_tombstones_the_source_and_keeps_its_content() {
     );
     let m = dev.manifests(&[("new.bin", 0)]).await.unwrap();
     assert_eq!(dev.download(&m, 0).await, a);
-}
-
-fn dir_meta() -> FileMeta {
-    FileMeta {
-        kind: EntryKind::Dir as i32,
-        mode: 0o755,
-        ..Default::default()
-    }
-}
-
-fn delete(path: &str, base: u64) -> CommitItem {
-    CommitItem {
-        path: path.into(),
-        base_version: base,
-        delete: true,
-        ..Default::default()
-    }
 }
 
 /// The live tree as (path, is a folder).
@@ -738,11 +730,7 @@ async fn a_list_changes_long_poll_wakes_when_a_commit_lands() {
     );
 
     let poll = tokio::spawn(async move { watcher.changes(0, 30_000).await });
-    let dir = FileMeta {
-        kind: EntryKind::Dir as i32,
-        ..Default::default()
-    };
-    let seq = writer.commit(vec![put("inbox", 0, dir)]).await[0].seq;
+    let seq = writer.commit(vec![put("inbox", 0, dir_meta())]).await[0].seq;
     let got = tokio::time::timeout(Duration::from_secs(10), poll)
         .await
         .expect("the poll was not woken")
@@ -761,11 +749,7 @@ async fn a_list_changes_long_poll_wakes_when_a_commit_lands() {
 async fn subscribe_sends_the_backlog_then_each_new_commit() {
     let server = TestServer::start().await;
     let mut dev = server.device(NS, "laptop").await;
-    let dir = || FileMeta {
-        kind: EntryKind::Dir as i32,
-        ..Default::default()
-    };
-    dev.commit(vec![put("a", 0, dir()), put("b", 0, dir())])
+    dev.commit(vec![put("a", 0, dir_meta()), put("b", 0, dir_meta())])
         .await;
     let req = dev.req(SubscribeRequest {
         namespace: NS.into(),
@@ -774,7 +758,7 @@ async fn subscribe_sends_the_backlog_then_each_new_commit() {
     let mut stream = dev.client.subscribe(req).await.unwrap().into_inner();
     let first = stream.message().await.unwrap().unwrap();
     assert_eq!(first.entries.len(), 2);
-    dev.commit(vec![put("c", 0, dir())]).await;
+    dev.commit(vec![put("c", 0, dir_meta())]).await;
     let next = tokio::time::timeout(Duration::from_secs(10), stream.message())
         .await
         .unwrap()
