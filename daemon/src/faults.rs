@@ -68,9 +68,14 @@ pub fn uninstall() {
     *INJECTOR.write().unwrap_or_else(|p| p.into_inner()) = None;
 }
 
+/// Whether an injector is installed (so that a caller can skip making a costly key).
+pub(crate) fn is_active() -> bool {
+    ACTIVE.load(Ordering::Relaxed)
+}
+
 /// The injector's decision for this visit, or `None` (also when none is installed).
 pub(crate) fn at(site: Site, key: &str) -> Option<Fault> {
-    if !ACTIVE.load(Ordering::Relaxed) {
+    if !is_active() {
         return None;
     }
     let injector = INJECTOR.read().unwrap_or_else(|p| p.into_inner()).clone();
