@@ -3,6 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use bytes::{Bytes, BytesMut};
 use cairn_proto::{ChunkId, Version, pb};
@@ -77,6 +78,10 @@ struct Batch<'a> {
     sources: &'a HashMap<ChunkId, Source>,
     objects: &'a [Vec<ChunkId>],
     targets: &'a [pb::UploadTarget],
+    /// Object bodies whose PUT is over, reused for the next objects (at most one per PUT in
+    /// flight): a fresh 16 MiB pack buffer is 4,096 page faults, about a third of a second of
+    /// system time per GiB pushed.
+    spare: &'a Mutex<Vec<BytesMut>>,
 }
 
 impl Batch<'_> {
@@ -299,6 +304,7 @@ impl Push<'_> {
                 .sum(),
         );
         let mut failed = HashSet::new();
+        let spare = Mutex::new(Vec::new());
         for batch in objects.chunks(PREPARE_BATCH) {
             let req = batch
                 .iter()
@@ -318,6 +324,7 @@ impl Push<'_> {
                 sources: &sources,
                 objects: batch,
                 targets: &targets,
+                spare: &spare,
             };
             self.put_and_confirm(&up, stats, &mut failed).await?;
         }
@@ -333,7 +340,7 @@ impl Push<'_> {
         failed: &mut HashSet<ChunkId>,
     ) -> Result<()> {
         let mut puts = futures::stream::iter(up.objects.iter().zip(up.targets).enumerate().map(
-            |(i, (obj, t))| async move { (i, self.put_object(up.files, up.sources, obj, t).await) },
+            |(i, (obj, t))| async move { (i, self.put_object(up, obj, t).await) },
         ))
         .buffer_unordered(PUTS_IN_FLIGHT);
         let mut confirms = futures::stream::FuturesUnordered::new();
@@ -377,13 +384,8 @@ impl Push<'_> {
     }
 
     /// Reads the object's chunks back from their files, re-verifies them, PUTs the bytes.
-    async fn put_object(
-        &self,
-        files: &[FileUp],
-        sources: &HashMap<ChunkId, Source>,
-        obj: &[ChunkId],
-        t: &pb::UploadTarget,
-    ) -> Result<()> {
+    async fn put_object(&self, up: &Batch<'_>, obj: &[ChunkId], t: &pb::UploadTarget) -> Result<()> {
+        let (files, sources) = (up.files, up.sources);
         let reads: Vec<(ChunkId, PathBuf, Source)> = obj
             .iter()
             .map(|id| {
@@ -394,7 +396,8 @@ impl Push<'_> {
                 )
             })
             .collect();
-        let body = tokio::task::spawn_blocking(move || read_object(&reads))
+        let buf = lock(up.spare).pop().unwrap_or_default();
+        let body = tokio::task::spawn_blocking(move || read_object(&reads, buf))
             .await
             .map_err(|e| Error::Protocol(format!("reader thread failed: {e}")))??;
         if body.len() as u64 != t.length {
@@ -405,7 +408,12 @@ impl Push<'_> {
             )));
         }
         let n = body.len() as u64;
-        self.remote.put(&t.url, body).await?;
+        let put = self.remote.put(&t.url, body.clone()).await;
+        // Unique once the client has let go of every copy; otherwise it is simply dropped.
+        if let Ok(buf) = body.try_into_mut() {
+            lock(up.spare).push(buf);
+        }
+        put?;
         self.progress.inc(n);
         Ok(())
     }
@@ -657,9 +665,11 @@ fn group_objects(
 }
 
 /// Reads and re-verifies an object's chunks from their files (blocking).
-fn read_object(reads: &[(ChunkId, PathBuf, Source)]) -> Result<Bytes> {
+/// Reads an object's chunks into `buf` (a spare body, or empty), each checked against its id.
+fn read_object(reads: &[(ChunkId, PathBuf, Source)], mut buf: BytesMut) -> Result<Bytes> {
     let total: usize = reads.iter().map(|r| r.2.length as usize).sum();
-    let mut buf = BytesMut::zeroed(total);
+    buf.clear();
+    buf.resize(total, 0);
     let mut at = 0;
     let mut open: Option<(PathBuf, std::fs::File)> = None;
     for (id, disk, src) in reads {
@@ -764,4 +774,8 @@ mod tests {
             ]
         );
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
