@@ -339,9 +339,13 @@ impl Push<'_> {
         stats: &mut PushStats,
         failed: &mut HashSet<ChunkId>,
     ) -> Result<()> {
-        let mut puts = futures::stream::iter(up.objects.iter().zip(up.targets).enumerate().map(
-            |(i, (obj, t))| async move { (i, self.put_object(up, obj, t).await) },
-        ))
+        let mut puts = futures::stream::iter(
+            up.objects
+                .iter()
+                .zip(up.targets)
+                .enumerate()
+                .map(|(i, (obj, t))| async move { (i, self.put_object(up, obj, t).await) }),
+        )
         .buffer_unordered(PUTS_IN_FLIGHT);
         let mut confirms = futures::stream::FuturesUnordered::new();
         let (mut ready, mut ready_bytes, mut puts_done) = (Vec::new(), 0u64, false);
@@ -384,7 +388,12 @@ impl Push<'_> {
     }
 
     /// Reads the object's chunks back from their files, re-verifies them, PUTs the bytes.
-    async fn put_object(&self, up: &Batch<'_>, obj: &[ChunkId], t: &pb::UploadTarget) -> Result<()> {
+    async fn put_object(
+        &self,
+        up: &Batch<'_>,
+        obj: &[ChunkId],
+        t: &pb::UploadTarget,
+    ) -> Result<()> {
         let (files, sources) = (up.files, up.sources);
         let reads: Vec<(ChunkId, PathBuf, Source)> = obj
             .iter()
