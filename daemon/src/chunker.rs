@@ -93,17 +93,39 @@ pub fn chunk_bytes(data: &[u8], params: ChunkParams) -> Vec<Chunk> {
     chunk_bytes_tuned(data, params, Tuning::for_params(params))
 }
 
+/// Chunks and hashes a mapped file ([`crate::mapped::Leased`]) like [`chunk_bytes`], asking
+/// `stop` after each batch of about 8 MiB, with the offset the batch ends at: `None` once it
+/// says so, after the hashers have let go of `data`. Params must have passed [`check_params`].
+pub fn chunk_mapped(
+    data: &[u8],
+    params: ChunkParams,
+    stop: impl Fn(usize) -> bool,
+) -> Option<FileChunks> {
+    chunk_bytes_until(data, params, Tuning::for_params(params), stop).map(file_chunks)
+}
+
 fn chunk_bytes_tuned(data: &[u8], params: ChunkParams, tuning: Tuning) -> Vec<Chunk> {
+    // Never stopped, so always Some.
+    chunk_bytes_until(data, params, tuning, |_| false).expect("nothing stops it")
+}
+
+fn chunk_bytes_until(
+    data: &[u8],
+    params: ChunkParams,
+    tuning: Tuning,
+    stop: impl Fn(usize) -> bool,
+) -> Option<Vec<Chunk>> {
     if data.len() < tuning.inline_below {
         let cuts: Vec<Range<usize>> = cut_points(data, params).collect();
-        return hash_job(Job {
+        let job = Job {
             seq: 0,
             buf: data,
             base: 0,
             cuts,
-        })
-        .chunks;
+        };
+        return Some(hash_job(job).chunks);
     }
+    let stopped = std::cell::Cell::new(false);
     let result: io::Result<Vec<Chunk>> = with_hash_workers(|pipe: &mut Pipeline<&[u8]>| {
         let mut cuts = Vec::new();
         let mut batch_start = 0;
@@ -113,6 +135,10 @@ fn chunk_bytes_tuned(data: &[u8], params: ChunkParams, tuning: Tuning) -> Vec<Ch
             if end - batch_start >= tuning.batch_bytes {
                 pipe.submit(data, 0, std::mem::take(&mut cuts));
                 batch_start = end;
+                if stop(end) {
+                    stopped.set(true);
+                    return Ok(());
+                }
             }
         }
         if !cuts.is_empty() {
@@ -120,8 +146,10 @@ fn chunk_bytes_tuned(data: &[u8], params: ChunkParams, tuning: Tuning) -> Vec<Ch
         }
         Ok(())
     });
-    // The closure above never fails, so neither does the pipeline.
-    result.expect("in-memory chunking does no I/O")
+    // The closure above never fails, so neither does the pipeline; it returns only after every
+    // hasher is done with `data`.
+    let chunks = result.expect("in-memory chunking does no I/O");
+    (!stopped.get()).then_some(chunks)
 }
 
 /// The content id of a chunk list, wrapped with the size.
@@ -540,6 +568,33 @@ mod tests {
             self.data = &self.data[n..];
             Ok(n)
         }
+    }
+
+    #[test]
+    fn a_mapped_pass_gives_the_same_chunks_and_stops_when_asked() {
+        let data = pseudo_random(200_000, 11);
+        let tiny = tiny_tuning(SMALL);
+        let whole = chunk_bytes_until(&data, SMALL, tiny, |_| false).unwrap();
+        assert_eq!(whole, reference(&data, SMALL));
+        assert_eq!(
+            chunk_mapped(&data, SMALL, |_| false).unwrap(),
+            file_chunks(whole.clone())
+        );
+        // Asked after each batch, with where it ends: the third answer is "stop".
+        let asked = std::cell::RefCell::new(Vec::new());
+        let stopped = chunk_bytes_until(&data, SMALL, tiny, |end| {
+            asked.borrow_mut().push(end);
+            asked.borrow().len() == 3
+        });
+        assert_eq!(stopped, None);
+        let asked = asked.into_inner();
+        assert_eq!(asked.len(), 3, "no batch is cut after the stop");
+        assert!(asked.windows(2).all(|w| w[0] < w[1]), "{asked:?}");
+        assert!(asked.iter().all(|e| {
+            whole
+                .iter()
+                .any(|c| c.offset + u64::from(c.length) == *e as u64)
+        }));
     }
 
     fn all_paths_agree(data: &[u8], params: ChunkParams, step: usize) -> Vec<Chunk> {

@@ -23,6 +23,7 @@ pub mod history;
 pub mod ignore_rules;
 pub mod live;
 pub mod localfs;
+pub mod mapped;
 pub mod portability;
 pub mod reconcile;
 pub mod remote;

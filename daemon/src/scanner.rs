@@ -379,20 +379,38 @@ fn reusable(synced: Stat, now: Stat) -> bool {
     synced.size == now.size && synced.mtime_ns == now.mtime_ns && synced.inode == now.inode
 }
 
+/// How far behind the cutter a mapped file's pages are dropped from the resident set: the
+/// hashers work on at most a few 8 MiB batches behind it.
+const MAPPED_LAG: usize = 64 << 20;
+
 /// Chunks one file; refuses it when it changed while being read.
 pub fn hash_file(
     disk: &Path,
     before: Stat,
     params: ChunkParams,
 ) -> std::result::Result<(Vec<Chunk>, cairn_proto::ContentId), String> {
+    let changed = || "changed while being read; skipped this run, it goes up next time".to_owned();
     let f = std::fs::File::open(disk).map_err(|e| format!("cannot read: {e}"))?;
-    let fc = chunk_reader(std::io::BufReader::with_capacity(1 << 20, f), params)
-        .map_err(|e| format!("cannot read: {e}"))?;
+    // A large file is hashed from a leased mapping (no copy out of the page cache) when the
+    // kernel allows one, else read.
+    let fc = match crate::mapped::Leased::map(&f) {
+        Some(m) => {
+            // What the cutter passed (less what the hashers may still be reading) leaves the
+            // resident set as it goes.
+            let stop = |cut_to: usize| {
+                m.drop_below(cut_to.saturating_sub(MAPPED_LAG));
+                m.broken()
+            };
+            crate::chunker::chunk_mapped(m.bytes(), params, stop).ok_or_else(changed)?
+        }
+        None => chunk_reader(std::io::BufReader::with_capacity(1 << 20, &f), params)
+            .map_err(|e| format!("cannot read: {e}"))?,
+    };
     let after = std::fs::symlink_metadata(disk)
         .map(|m| stat_of(&m))
         .map_err(|e| format!("vanished while being read: {e}"))?;
     if !reusable(before, after) || fc.size != before.size {
-        return Err("changed while being read; skipped this run, it goes up next time".into());
+        return Err(changed());
     }
     Ok((fc.chunks, fc.content_id))
 }

@@ -305,3 +305,29 @@ fn a_region_given_in_nfc_finds_an_nfd_name_on_disk() {
     assert_eq!(s.tree.keys().collect::<Vec<_>>(), vec!["caf\u{e9}"]);
     assert_eq!(s.stat_calls, 1);
 }
+
+#[test]
+fn a_large_file_hashes_the_same_mapped_and_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.bin");
+    // Above the mapping threshold, with a tail that is not a whole chunk.
+    let len = crate::mapped::MAP_FROM as usize + 12_345;
+    let mut data = Vec::with_capacity(len);
+    let mut s = 0x9e37_79b9_7f4a_7c15u64;
+    while data.len() < len {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        data.extend_from_slice(&s.to_le_bytes());
+    }
+    data.truncate(len);
+    fs::write(&path, &data).unwrap();
+    let params = ChunkParams::DEFAULT;
+    let stat = stat_of(&fs::symlink_metadata(&path).unwrap());
+    let (chunks, id) = hash_file(&path, stat, params).unwrap();
+    let read = crate::chunker::chunk_reader(&data[..], params).unwrap();
+    assert_eq!(chunks, read.chunks);
+    assert_eq!(id, read.content_id);
+    // The lease is gone once the hash is: the file opens for writing at once.
+    fs::OpenOptions::new().append(true).open(&path).unwrap();
+}
