@@ -23,7 +23,8 @@
 use std::fs::File;
 use std::os::fd::AsRawFd;
 
-/// `F_SETSIG` from `<asm-generic/fcntl.h>` (the libc crate does not export it).
+/// `F_SETSIG` from `<asm-generic/fcntl.h>` (the libc crate does not export it; PA-RISC alone
+/// numbers it differently).
 const F_SETSIG: libc::c_int = 10;
 
 /// Files below this size are read: a mapping, a lease and their release cost more than the
@@ -43,6 +44,11 @@ impl<'f> Leased<'f> {
     /// Maps `file` (opened read-only) when the kernel grants a read lease on it and it is at
     /// least [`MAP_FROM`] bytes long; `None` otherwise (read it instead).
     pub fn map(file: &'f File) -> Option<Self> {
+        let large = |md: &std::fs::Metadata| md.is_file() && md.len() >= MAP_FROM;
+        // Most files are small: they cost one fstat here, not a lease taken and given back.
+        if !file.metadata().is_ok_and(|md| large(&md)) {
+            return None;
+        }
         let fd = file.as_raw_fd();
         // SAFETY: fcntl with integer arguments on a descriptor this function borrows; it
         // touches no memory of ours.
@@ -55,7 +61,7 @@ impl<'f> Leased<'f> {
         }
         // Under the lease the size cannot change: this is the length the mapping may read.
         let len = match file.metadata() {
-            Ok(md) if md.is_file() && md.len() >= MAP_FROM => usize::try_from(md.len()).ok(),
+            Ok(md) if large(&md) => usize::try_from(md.len()).ok(),
             _ => None,
         };
         let Some(len) = len else {
