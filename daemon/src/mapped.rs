@@ -8,7 +8,8 @@
 //! to `/proc/sys/fs/lease-break-time`, 45 s by default). So while the lease is held, the bytes
 //! cannot change and the file cannot shrink. The break is announced by a signal and shows in
 //! `F_GETLEASE`; [`Leased::broken`] polls the latter, and whoever reads the mapping stops
-//! touching it and drops it (munmap, then the lease goes) as soon as it sees a break. The
+//! touching it and drops it (munmap, then the lease goes) as soon as it sees a break (the
+//! scanner then reads the file instead). The
 //! signal is set (`F_SETSIG`) to SIGURG, whose default action is to do nothing: SIGIO, the
 //! default, would end the process.
 //!

@@ -392,17 +392,22 @@ pub fn hash_file(
     let changed = || "changed while being read; skipped this run, it goes up next time".to_owned();
     let f = std::fs::File::open(disk).map_err(|e| format!("cannot read: {e}"))?;
     // A large file is hashed from a leased mapping (no copy out of the page cache) when the
-    // kernel allows one, else read.
-    let fc = match crate::mapped::Leased::map(&f) {
-        Some(m) => {
-            // What the cutter passed (less what the hashers may still be reading) leaves the
-            // resident set as it goes.
-            let stop = |cut_to: usize| {
-                m.drop_below(cut_to.saturating_sub(MAPPED_LAG));
-                m.broken()
-            };
-            crate::chunker::chunk_mapped(m.bytes(), params, stop).ok_or_else(changed)?
-        }
+    // kernel allows one.
+    let mapped = crate::mapped::Leased::map(&f).and_then(|m| {
+        // What the cutter passed (less what the hashers may still be reading) leaves the
+        // resident set as it goes.
+        let stop = |cut_to: usize| {
+            m.drop_below(cut_to.saturating_sub(MAPPED_LAG));
+            m.broken()
+        };
+        crate::chunker::chunk_mapped(m.bytes(), params, stop)
+        // `m` goes here: unmapped, then the lease released.
+    });
+    let fc = match mapped {
+        Some(fc) => fc,
+        // No lease, or someone opened the file for writing meanwhile (they go ahead now): read
+        // it from the start, like any file. An open that changes nothing does not cost the
+        // file its turn; a write shows in the stat below.
         None => chunk_reader(std::io::BufReader::with_capacity(1 << 20, &f), params)
             .map_err(|e| format!("cannot read: {e}"))?,
     };
