@@ -78,7 +78,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     println!("| tool | what the time includes | s | GB/s | cairn ÷ tool |");
     println!("|---|---|---:|---:|---:|");
     println!(
-        "| cairn (`cairn debug chunk`, in-process) | read + FastCDC + BLAKE3 per chunk, as push does (`scanner::hash_file`) | {cairn_inner:.3} | {} | 1.00 |",
+        "| cairn (`cairn debug chunk`, in-process) | leased mmap (files ≥ 16 MiB; else read) + FastCDC + BLAKE3 per chunk, as push does (`scanner::hash_file`) | {cairn_inner:.3} | {} | 1.00 |",
         gbs(cairn_inner)
     );
     println!(
