@@ -171,16 +171,22 @@ mod tests {
         path
     }
 
+    /// The mapping, or `None` where the kernel grants no lease (a filesystem without leases,
+    /// no CAP_LEASE on a file not ours): the test then has nothing to check, and says so.
+    fn leased(f: &File) -> Option<Leased<'_>> {
+        let m = Leased::map(f);
+        if m.is_none() {
+            eprintln!("no read lease here; the read path is used");
+        }
+        m
+    }
+
     #[test]
     fn a_large_file_maps_with_its_bytes_and_a_small_one_does_not() {
         let dir = tempfile::tempdir().unwrap();
         let path = big_file(dir.path());
         let f = File::open(&path).unwrap();
-        let Some(m) = Leased::map(&f) else {
-            // A filesystem without leases (or no CAP_LEASE on a file not ours): nothing to test.
-            eprintln!("no read lease here; the read path is used");
-            return;
-        };
+        let Some(m) = leased(&f) else { return };
         let expected = std::fs::read(&path).unwrap();
         assert_eq!(m.bytes(), expected);
         assert!(!m.broken());
@@ -210,10 +216,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = big_file(dir.path());
         let f = File::open(&path).unwrap();
-        let Some(m) = Leased::map(&f) else {
-            eprintln!("no read lease here; the read path is used");
-            return;
-        };
+        let Some(m) = leased(&f) else { return };
         // Another process truncates the file: the shell's `>` opens it with O_TRUNC and
         // without O_NONBLOCK, so the open waits for the lease. (`truncate(1)` opens with
         // O_NONBLOCK and is refused outright: EAGAIN.)

@@ -91,7 +91,7 @@ fn node(root: &Path, path: &Path, out: &mut BTreeMap<String, Node>) -> Result<No
             .duration_since(SystemTime::UNIX_EPOCH)?
             .as_secs() as i64;
         Node::File {
-            hash: blake3::hash(&fs::read(path)?).to_hex().to_string(),
+            hash: hash_hex(&fs::read(path)?),
             size: meta.len(),
             mode: meta.permissions().mode() & 0o777,
             mtime_s: mtime,
@@ -150,4 +150,9 @@ pub fn acceptance_tree(root: &Path, seed: u64) -> Result<()> {
     fs::set_permissions(root.join("bin/run.sh"), fs::Permissions::from_mode(0o755))?;
     set_mtime(&root.join("a/sibling.md"), 1_600_000_000)?;
     Ok(())
+}
+
+/// The BLAKE3 of `bytes` in hex, as [`Node::File`] records a file's content.
+pub fn hash_hex(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex().to_string()
 }

@@ -328,6 +328,12 @@ fn a_large_file_hashes_the_same_mapped_and_read() {
     let read = crate::chunker::chunk_reader(&data[..], params).unwrap();
     assert_eq!(chunks, read.chunks);
     assert_eq!(id, read.content_id);
-    // The lease is gone once the hash is: the file opens for writing at once.
-    fs::OpenOptions::new().append(true).open(&path).unwrap();
+    // The lease is gone once the hash is: a non-blocking open for writing, which a held lease
+    // refuses (EAGAIN), succeeds.
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .append(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&path)
+        .expect("no lease left behind");
 }

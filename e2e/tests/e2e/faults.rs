@@ -6,7 +6,7 @@
 use anyhow::{Context, Result, ensure};
 use cairn_e2e::cluster::GarageCluster;
 use cairn_e2e::proxy::{Mode, Proxy};
-use cairn_e2e::tree::{Node, random_bytes, snapshot, write};
+use cairn_e2e::tree::{Node, hash_hex, random_bytes, snapshot, write};
 use cairn_e2e::{CairnServer, Device, Garage, json_ok, wait_for};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -701,7 +701,7 @@ fn devices_a_day_apart_in_time_converge_and_lose_nothing() -> Result<()> {
         &b"edited on a, a day behind"[..],
         b"edited on b, a day ahead",
     ] {
-        let hash = blake3::hash(want).to_hex().to_string();
+        let hash = hash_hex(want);
         ensure!(
             t.values()
                 .any(|n| matches!(n, Node::File { hash: h, .. } if *h == hash)),

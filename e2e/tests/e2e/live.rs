@@ -3,7 +3,7 @@
 
 use anyhow::{Result, ensure};
 use cairn_e2e::daemon::Daemon;
-use cairn_e2e::tree::{Node, random_bytes, snapshot, write};
+use cairn_e2e::tree::{Node, hash_hex, random_bytes, snapshot, write};
 use cairn_e2e::{Backend, CairnServer, Device, wait_for};
 use std::collections::BTreeMap;
 use std::fs;
@@ -72,7 +72,7 @@ pub(crate) fn converge(
 }
 
 pub(crate) fn file_is(t: &BTreeMap<String, Node>, path: &str, bytes: &[u8]) -> bool {
-    matches!(t.get(path), Some(Node::File { hash, .. }) if *hash == blake3::hash(bytes).to_hex().to_string())
+    matches!(t.get(path), Some(Node::File { hash, .. }) if *hash == hash_hex(bytes))
 }
 
 fn contents(t: &BTreeMap<String, Node>) -> Vec<String> {
@@ -139,8 +139,7 @@ fn concurrent_edits_of_one_file_keep_both_contents_everywhere() -> Result<()> {
     let _run: Vec<Daemon> = d.iter().map(Dev::start).collect::<Result<_>>()?;
     let t = converge(&all, "both edits everywhere", |t| {
         let c = contents(t);
-        c.contains(&blake3::hash(b"from a").to_hex().to_string())
-            && c.contains(&blake3::hash(b"from b").to_hex().to_string())
+        c.contains(&hash_hex(b"from a")) && c.contains(&hash_hex(b"from b"))
     })?;
     ensure!(
         t.keys().any(|k| k.contains("conflicted copy")),
@@ -186,13 +185,12 @@ fn a_folder_replaced_on_one_device_while_edited_inside_on_another_keeps_both_and
     write(d[0].path(), "A", b"A is a file")?;
     write(d[1].path(), "A/b", b"b edited")?;
     let _run: Vec<Daemon> = d.iter().map(Dev::start).collect::<Result<_>>()?;
-    let hash = |b: &[u8]| blake3::hash(b).to_hex().to_string();
     let t = converge(&all, "the file and the edit everywhere", |t| {
         let c = contents(t);
-        c.contains(&hash(b"A is a file")) && c.contains(&hash(b"b edited"))
+        c.contains(&hash_hex(b"A is a file")) && c.contains(&hash_hex(b"b edited"))
     })?;
     ensure!(
-        !contents(&t).contains(&hash(b"old b")),
+        !contents(&t).contains(&hash_hex(b"old b")),
         "the old A/b, replaced and edited away, is back: {t:?}"
     );
     Ok(())
@@ -235,7 +233,7 @@ fn an_edit_survives_a_concurrent_delete_on_another_device() -> Result<()> {
     fs::remove_file(d[1].path().join("notes.txt"))?;
     let _run: Vec<Daemon> = d.iter().map(Dev::start).collect::<Result<_>>()?;
     converge(&all, "the edit everywhere", |t| {
-        contents(t).contains(&blake3::hash(b"edited on a").to_hex().to_string())
+        contents(t).contains(&hash_hex(b"edited on a"))
     })?;
     Ok(())
 }
