@@ -77,6 +77,19 @@ impl ChunkId {
     pub fn verify(&self, bytes: &[u8]) -> bool {
         Self::of(bytes) == *self
     }
+
+    /// True when `parts`, one after the other, are this chunk's bytes (a chunk that arrived
+    /// in several network frames, hashed where they lie).
+    pub fn verify_parts(&self, parts: &[&[u8]]) -> bool {
+        if let [one] = parts {
+            return self.verify(one);
+        }
+        let mut h = blake3::Hasher::new();
+        for p in parts {
+            h.update(p);
+        }
+        *h.finalize().as_bytes() == self.0
+    }
 }
 
 fn blake3_hash(bytes: &[u8]) -> blake3::Hash {
@@ -155,6 +168,23 @@ mod tests {
         let id = ChunkId::of(b"hello world");
         assert!(id.verify(b"hello world"));
         assert!(!id.verify(b"hello worle"));
+    }
+
+    #[test]
+    fn verify_parts_hashes_the_parts_as_one() {
+        let data: Vec<u8> = (0..20_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let id = ChunkId::of(&data);
+        for cuts in [vec![], vec![1], vec![1024, 1025], vec![3, 4096, 17_000]] {
+            let mut parts = Vec::new();
+            let mut from = 0;
+            for c in cuts.into_iter().chain([data.len()]) {
+                parts.push(&data[from..c]);
+                from = c;
+            }
+            assert!(id.verify_parts(&parts));
+            assert!(!ChunkId::of(b"other").verify_parts(&parts));
+        }
+        assert!(!id.verify_parts(&[&data[..100], &data[101..]]));
     }
 
     #[test]

@@ -3,13 +3,13 @@
 //! fsync → re-check the target → rename, and each folder fsynced once after its renames, before
 //! anything is reported as written.
 
-use std::collections::HashMap;
-use std::io::Write;
-use std::os::unix::fs::FileExt;
+use std::collections::{HashMap, VecDeque};
+use std::io::{IoSlice, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use cairn_proto::{ContentId, Version, pb};
 use futures::StreamExt;
 
@@ -86,17 +86,22 @@ impl Slot {
         lock(&self.failed).is_some()
     }
 
-    fn write_at(&self, bytes: &[u8], at: u64) -> std::io::Result<()> {
+    /// Writes `parts`, one after the other, from offset `at`.
+    fn write_at(&self, parts: &[&[u8]], at: u64) -> std::io::Result<()> {
         match &self.sink {
             Sink::Memory(buf) => {
                 let mut buf = lock(buf);
-                // Manifests were checked: every piece lies within the file's size.
-                buf[at as usize..at as usize + bytes.len()].copy_from_slice(bytes);
+                let mut at = at as usize;
+                for p in parts {
+                    // Manifests were checked: every piece lies within the file's size.
+                    buf[at..at + p.len()].copy_from_slice(p);
+                    at += p.len();
+                }
                 Ok(())
             }
             Sink::Temp { file, .. } => {
-                file.write_all_at(bytes, at)?;
-                let len = bytes.len() as u64;
+                write_all_vectored_at(file, parts, at)?;
+                let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
                 // Flush as the file fills, so that its fsync before the rename finds little
                 // left to write: the disk works while the network does.
                 if self.unsynced.fetch_add(len, Ordering::Relaxed) + len >= WRITEBACK
@@ -131,11 +136,9 @@ impl Pull<'_> {
             .enumerate()
             .flat_map(|(file, t)| t.pieces.iter().map(move |p| Piece { file, ..*p }));
         let spans = plan::spans(pieces.collect(), MAX_SPAN, MAX_GAP);
-        // The spans' buffers, reused span after span: at most one per span in flight.
-        let spare = Mutex::new(Vec::with_capacity(SPANS_IN_FLIGHT));
         futures::stream::iter(spans)
             .for_each_concurrent(SPANS_IN_FLIGHT, |span| {
-                self.fetch_span(span, objects, &slots, &spare)
+                self.fetch_span(span, objects, &slots)
             })
             .await;
         // Every span task has finished (and dropped its clone) before this point.
@@ -196,16 +199,10 @@ impl Pull<'_> {
     }
 
     /// GETs one span, verifies each chunk in it and writes it to every file that wants it. The
-    /// body is read as it comes: each chunk is placed once its bytes are in, so the buffer (from
-    /// `spare`, given back there) holds about one chunk however long the span. A GET that fails,
-    /// or whose body breaks off, is retried for the chunks not yet placed.
-    async fn fetch_span(
-        &self,
-        span: Span,
-        objects: &[pb::StoredObject],
-        slots: &Arc<Vec<Slot>>,
-        spare: &Mutex<Vec<Vec<u8>>>,
-    ) {
+    /// body is read as it comes: each chunk is placed once its bytes are in, so the span holds
+    /// about one chunk's frames however long it is. A GET that fails, or whose body breaks off,
+    /// is retried for the chunks not yet placed.
+    async fn fetch_span(&self, span: Span, objects: &[pb::StoredObject], slots: &Arc<Vec<Slot>>) {
         if span.pieces.iter().all(|p| slots[p.file].is_failed()) {
             return;
         }
@@ -221,10 +218,7 @@ impl Pull<'_> {
             );
         };
         let end = span.offset + span.length;
-        let body = tokio::sync::Mutex::new(Assembler::new(
-            &span.pieces,
-            lock(spare).pop().unwrap_or_default(),
-        ));
+        let body = tokio::sync::Mutex::new(Assembler::new(&span.pieces));
         let streamed = crate::remote::retry("download", || async {
             // Attempts run one after the other: the lock is only ever free.
             let mut body = body.lock().await;
@@ -235,7 +229,6 @@ impl Pull<'_> {
         if let Err(e) = streamed {
             fail(&span.pieces[body.placed..], &e.to_string());
         }
-        lock(spare).push(body.buf);
     }
 
     /// One GET of the span from its first piece not yet placed to `end`, each piece verified and
@@ -259,7 +252,7 @@ impl Pull<'_> {
                     transient: false,
                 });
             };
-            let ready = body.feed(&frame);
+            let ready = body.feed(frame);
             // Small chunks are placed in batches: a blocking task per frame cost more than
             // their hashing.
             let batch: u64 = body.pieces[body.placed..body.placed + ready]
@@ -269,15 +262,11 @@ impl Pull<'_> {
             if ready == 0 || (batch < PLACE_BATCH && body.placed + ready < body.pieces.len()) {
                 continue;
             }
-            let (done, base, buf) = body.take(ready);
+            let (done, run) = body.take(ready);
             let moved = Arc::clone(slots);
-            let placed = tokio::task::spawn_blocking(move || {
-                place(&done, base, &buf, &moved);
-                buf
-            })
-            .await;
+            let placed = tokio::task::spawn_blocking(move || place(&done, &run, &moved)).await;
             match placed {
-                Ok(buf) => body.placed(ready, buf),
+                Ok(()) => body.placed(ready),
                 Err(e) => {
                     // The task panicked: nothing it fed is trusted.
                     let slots: &[Slot] = slots;
@@ -426,25 +415,27 @@ impl Pull<'_> {
 }
 
 /// A span's body as it streams in, across the attempts of its GET: which of its pieces are
-/// placed, and the bytes kept for the next ones. Pieces are sorted by offset ([`Span`]).
+/// placed, and the frames kept for the next ones. Pieces are sorted by offset ([`Span`]).
+/// Frames are kept as they came from the connection, not copied into one buffer: a chunk that
+/// arrived in several frames is hashed and written where they lie ([`Run`]).
 struct Assembler<'a> {
     pieces: &'a [Piece],
     /// Pieces placed so far, in order.
     placed: usize,
     /// The object's bytes `base .. pos`, from the first piece not placed (empty until its bytes
-    /// come): about one chunk, not the span.
-    buf: Vec<u8>,
+    /// come): about one chunk and one frame, not the span.
+    frames: VecDeque<Bytes>,
     base: u64,
     /// The object offset of the body's next byte.
     pos: u64,
 }
 
 impl<'a> Assembler<'a> {
-    fn new(pieces: &'a [Piece], buf: Vec<u8>) -> Self {
+    fn new(pieces: &'a [Piece]) -> Self {
         Assembler {
             pieces,
             placed: 0,
-            buf,
+            frames: VecDeque::new(),
             base: 0,
             pos: 0,
         }
@@ -454,25 +445,31 @@ impl<'a> Assembler<'a> {
         self.placed == self.pieces.len()
     }
 
+    /// Bytes held.
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.frames.iter().map(Bytes::len).sum()
+    }
+
     /// Where a (new) GET starts: the first piece not placed, or `None` when all are.
     fn resume(&mut self) -> Option<u64> {
         let next = self.pieces.get(self.placed)?;
-        self.buf.clear();
+        self.frames.clear();
         (self.base, self.pos) = (next.offset, next.offset);
         Some(next.offset)
     }
 
     /// Takes the body's next bytes; returns how many pieces are now complete.
-    fn feed(&mut self, frame: &[u8]) -> usize {
+    fn feed(&mut self, frame: Bytes) -> usize {
         let from = self.pos;
         self.pos += frame.len() as u64;
         // Bytes before the next piece (a gap read through) are not kept.
-        if self.buf.is_empty() {
+        if self.frames.is_empty() {
             self.base = self.base.max(from);
         }
         if self.base < self.pos {
-            self.buf
-                .extend_from_slice(&frame[self.base.saturating_sub(from) as usize..]);
+            let skip = self.base.saturating_sub(from) as usize;
+            self.frames.push_back(frame.slice(skip..));
         }
         self.pieces[self.placed..]
             .iter()
@@ -480,35 +477,85 @@ impl<'a> Assembler<'a> {
             .count()
     }
 
-    /// The next `n` complete pieces, with the buffer holding their bytes from offset `base`.
-    fn take(&mut self, n: usize) -> (Vec<Piece>, u64, Vec<u8>) {
+    /// The next `n` complete pieces, with the bytes held (which hold theirs).
+    fn take(&self, n: usize) -> (Vec<Piece>, Run) {
         let done = self.pieces[self.placed..self.placed + n].to_vec();
-        (done, self.base, std::mem::take(&mut self.buf))
+        (
+            done,
+            Run::new(self.base, self.frames.iter().cloned().collect()),
+        )
     }
 
-    /// The `n` pieces from [`Assembler::take`] are placed; `buf` comes back, keeping only the
-    /// bytes later pieces need.
-    fn placed(&mut self, n: usize, mut buf: Vec<u8>) {
+    /// The `n` pieces from [`Assembler::take`] are placed: only the bytes later pieces need are
+    /// kept.
+    fn placed(&mut self, n: usize) {
         self.placed += n;
-        match self.pieces.get(self.placed) {
-            Some(next) if next.offset < self.pos => {
-                buf.drain(..((next.offset - self.base) as usize).min(buf.len()));
-                self.base = next.offset;
+        let Some(next) = self.pieces.get(self.placed) else {
+            self.frames.clear();
+            return;
+        };
+        while let Some(front) = self.frames.front_mut() {
+            let end = self.base + front.len() as u64;
+            if end <= next.offset {
+                self.base = end;
+                self.frames.pop_front();
+            } else {
+                // Pieces are sorted: the next one starts at or after the held bytes' start.
+                let _ = front.split_to((next.offset - self.base) as usize);
+                break;
             }
-            Some(next) => {
-                buf.clear();
-                self.base = next.offset;
-            }
-            None => buf.clear(),
         }
-        self.buf = buf;
+        self.base = next.offset;
     }
 }
 
-/// Verifies each of `pieces` in `body` (the stored object's bytes from offset `base`) and writes
-/// it to its file. A chunk that does not hash to its id fails every file that wanted it; nothing
-/// of it is written anywhere.
-fn place(pieces: &[Piece], base: u64, body: &[u8], slots: &[Slot]) {
+/// A stored object's bytes from offset `base`, in the frames they came in.
+struct Run {
+    base: u64,
+    frames: Vec<Bytes>,
+    /// Each frame's offset in the object.
+    starts: Vec<u64>,
+}
+
+impl Run {
+    fn new(base: u64, frames: Vec<Bytes>) -> Self {
+        let mut at = base;
+        let starts = frames
+            .iter()
+            .map(|f| {
+                let start = at;
+                at += f.len() as u64;
+                start
+            })
+            .collect();
+        Run {
+            base,
+            frames,
+            starts,
+        }
+    }
+
+    /// The object's bytes `offset .. offset + len`, which the run holds, as slices of its frames.
+    fn parts(&self, offset: u64, len: u32) -> Vec<&[u8]> {
+        debug_assert!(offset >= self.base);
+        let end = offset + u64::from(len);
+        let first = self.starts.partition_point(|&s| s <= offset) - 1;
+        let mut parts = Vec::new();
+        for (f, &start) in self.frames[first..].iter().zip(&self.starts[first..]) {
+            if start >= end {
+                break;
+            }
+            let from = offset.saturating_sub(start) as usize;
+            let to = ((end - start) as usize).min(f.len());
+            parts.push(&f[from..to]);
+        }
+        parts
+    }
+}
+
+/// Verifies each of `pieces` in `run` and writes it to its file. A chunk that does not hash to
+/// its id fails every file that wanted it; nothing of it is written anywhere.
+fn place(pieces: &[Piece], run: &Run, slots: &[Slot]) {
     // The same chunk wanted by several files is verified once.
     let mut last: Option<(u64, cairn_proto::ChunkId, bool)> = None;
     for p in pieces {
@@ -516,12 +563,11 @@ fn place(pieces: &[Piece], base: u64, body: &[u8], slots: &[Slot]) {
         if slot.is_failed() {
             continue;
         }
-        let start = (p.offset - base) as usize;
-        let bytes = &body[start..start + p.length as usize];
+        let parts = run.parts(p.offset, p.length);
         let ok = match last {
             Some((offset, id, ok)) if offset == p.offset && id == p.id => ok,
             _ => {
-                let ok = p.id.verify(bytes);
+                let ok = p.id.verify_parts(&parts);
                 last = Some((p.offset, p.id, ok));
                 ok
             }
@@ -531,10 +577,44 @@ fn place(pieces: &[Piece], base: u64, body: &[u8], slots: &[Slot]) {
                 "chunk {} from storage does not match its hash; not written",
                 p.id
             ));
-        } else if let Err(e) = slot.write_at(bytes, p.at) {
+        } else if let Err(e) = slot.write_at(&parts, p.at) {
             slot.fail(format!("cannot write the temp file: {e}"));
         }
     }
+}
+
+/// `pwritev` until all of `parts` are written from offset `at`: one system call for a chunk
+/// that came in many frames, where a `pwrite` per frame cost one each.
+fn write_all_vectored_at(file: &std::fs::File, parts: &[&[u8]], at: u64) -> std::io::Result<()> {
+    let mut parts: Vec<&[u8]> = parts.iter().copied().filter(|p| !p.is_empty()).collect();
+    let mut at = at;
+    let mut first = 0;
+    while first < parts.len() {
+        // At most IOV_MAX (1024 on Linux) slices a call.
+        let slices: Vec<IoSlice<'_>> = parts[first..]
+            .iter()
+            .take(1024)
+            .map(|p| IoSlice::new(p))
+            .collect();
+        let mut n = match rustix::io::pwritev(file, &slices, at) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        at += n as u64;
+        while n > 0 {
+            let p = parts[first];
+            if n >= p.len() {
+                n -= p.len();
+                first += 1;
+            } else {
+                parts[first] = &p[n..];
+                n = 0;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A poisoned lock only means another holder panicked (a panicked placement fails every file of
@@ -593,6 +673,26 @@ mod tests {
         out
     }
 
+    #[test]
+    fn vectored_writes_land_every_part_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("f"))
+            .unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        // More parts than one call takes (IOV_MAX), some empty.
+        let parts: Vec<&[u8]> = data.chunks(97).chain([&[][..]]).collect();
+        assert!(parts.len() > 1024);
+        write_all_vectored_at(&file, &parts, 10).unwrap();
+        let got = std::fs::read(dir.path().join("f")).unwrap();
+        assert_eq!(&got[..10], &[0; 10]);
+        assert_eq!(&got[10..], &data[..]);
+    }
+
     proptest! {
         /// However the body is cut into frames and wherever its GETs break off, every piece is
         /// handed over once, in order, with exactly its bytes, and the buffer never holds much
@@ -607,7 +707,7 @@ mod tests {
             let pieces = pieces_of(&shape);
             let end = pieces.iter().map(|p| p.offset + u64::from(p.length)).max().unwrap();
             let object: Vec<u8> = (0..end).map(|i| (i.wrapping_mul(seed | 1) >> 7) as u8).collect();
-            let mut body = Assembler::new(&pieces, Vec::new());
+            let mut body = Assembler::new(&pieces);
             let mut handed = Vec::new();
             let mut frame_no = 0;
             let longest = pieces.iter().map(|p| p.length as usize).max().unwrap();
@@ -624,21 +724,20 @@ mod tests {
                     if breaks.contains(&frame_no) {
                         break; // the connection drops; the next attempt resumes
                     }
-                    let ready = body.feed(&object[at..at + n]);
+                    let ready = body.feed(Bytes::copy_from_slice(&object[at..at + n]));
                     at += n;
-                    prop_assert!(body.buf.len() <= longest + widest);
+                    prop_assert!(body.held() <= longest + widest);
                     if ready == 0 {
                         continue;
                     }
-                    let (done, base, buf) = body.take(ready);
+                    let (done, run) = body.take(ready);
                     for p in &done {
-                        let start = (p.offset - base) as usize;
-                        let got = &buf[start..start + p.length as usize];
+                        let got = run.parts(p.offset, p.length).concat();
                         let want = &object[p.offset as usize..(p.offset + u64::from(p.length)) as usize];
-                        prop_assert_eq!(got, want, "piece of file {}", p.file);
+                        prop_assert_eq!(&got[..], want, "piece of file {}", p.file);
                         handed.push(p.file);
                     }
-                    body.placed(ready, buf);
+                    body.placed(ready);
                 }
             }
             prop_assert_eq!(handed, (0..pieces.len()).collect::<Vec<_>>());
