@@ -190,11 +190,25 @@ impl Pull<'_> {
                                 },
                             ));
                         }
-                        // The source changed or vanished: download instead.
-                        Ok(None) => files.push(pb::PathVersion {
-                            path: to.clone(),
-                            version: version.0,
-                        }),
+                        // The source changed or vanished, the target is taken, or the rename
+                        // failed (the target's folder is not one yet: a link this round
+                        // replaces, say): download instead, after this round's folders are
+                        // made, and delete the source as the server did when it is still as
+                        // synced (kept otherwise, as a delete-local would). Left for the next
+                        // round, it kept its folders from this round's deletions, which then
+                        // went up again as new folders (planner seeds 33017 and 30435).
+                        Ok(None) => {
+                            files.push(pb::PathVersion {
+                                path: to.clone(),
+                                version: version.0,
+                            });
+                            match self.delete(from, synced, placer) {
+                                Ok(deleted) => stats.deleted += u64::from(deleted),
+                                Err(e) => stats.errors.push(e),
+                            }
+                            changes.push(SyncedChange::Remove(from.clone()));
+                        }
+                        // Only after the rename (its mode, time or fsync): the file is in place.
                         Err(e) => stats.errors.push(e),
                     }
                 }
@@ -434,7 +448,8 @@ impl Pull<'_> {
     }
 
     /// Renames `from` to `to` when `from` is still exactly as synced and `to` is free, then sets
-    /// the remote entry's mode and mtime. `None`: the precondition failed (the caller downloads).
+    /// the remote entry's mode and mtime. `None`: the precondition failed or the rename could not
+    /// be made (the caller downloads instead); an error only once the file is in place.
     fn move_local(
         &self,
         from: &str,
@@ -466,15 +481,24 @@ impl Pull<'_> {
         {
             return Ok(None);
         }
-        let src_dir = localfs::ensure_parents(self.root, &from_rel)?;
-        let dir = localfs::ensure_parents(self.root, &to_rel)?;
-        src_dir
-            .rename_to(
-                localfs::file_name(&from_rel),
-                &dir,
-                localfs::file_name(&to_rel),
-            )
-            .map_err(|e| Error::path(to, format!("cannot rename {from:?} here: {e}")))?;
+        let renamed = localfs::ensure_parents(self.root, &from_rel).and_then(|src_dir| {
+            let dir = localfs::ensure_parents(self.root, &to_rel)?;
+            src_dir
+                .rename_to(
+                    localfs::file_name(&from_rel),
+                    &dir,
+                    localfs::file_name(&to_rel),
+                )
+                .map_err(|e| Error::path(to, format!("cannot rename {from:?} here: {e}")))?;
+            Ok(dir)
+        });
+        let dir = match renamed {
+            Ok(dir) => dir,
+            Err(e) => {
+                tracing::info!("{to}: not moved here ({e}); downloading instead");
+                return Ok(None);
+            }
+        };
         let f = std::fs::File::options()
             .write(true)
             .custom_flags(libc_nofollow())

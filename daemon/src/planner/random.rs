@@ -269,6 +269,186 @@ fn write_between_plan_and_pull() -> Scenario {
     case(steps)
 }
 
+/// Seed 24953's minimal case. dev0 moves folder `d` onto the path where dev1 has just put a
+/// file `a/D`: its folder becomes the conflict copy `a/D (conflicted copy …)`, whose file goes up
+/// a round later. dev2 deletes all of `a` in between, while the copy is still empty there. The
+/// copy then comes back holding dev0's `D`, which dev2 never saw: kept, not resurrected.
+fn copy_deleted_before_its_contents_arrived() -> Scenario {
+    let user = |d, op| Step::User(d, op);
+    let mut steps = vec![user(
+        1,
+        UserOp::Write {
+            path: "a/D".into(),
+            content: 4,
+        },
+    )];
+    steps.extend([Step::Plan(1), Step::Push(1)]);
+    steps.push(user(
+        0,
+        UserOp::Rename {
+            from: "d".into(),
+            to: "a/D".into(),
+        },
+    ));
+    steps.extend([Step::Plan(0), Step::Push(0)]);
+    steps.push(user(
+        2,
+        UserOp::Write {
+            path: "d/D".into(),
+            content: 8,
+        },
+    ));
+    steps.extend([Step::Plan(2), Step::Pull(2)]);
+    steps.push(user(2, UserOp::Delete { path: "a".into() }));
+    Scenario {
+        seed: 24953,
+        devices: 3,
+        initial: vec![UserOp::Write {
+            path: "d/D".into(),
+            content: 1,
+        }],
+        steps,
+    }
+}
+
+/// Seed 33017's minimal case. dev0 moves `D/D/a` to `e/b` and deletes `D`; dev1 plans the move
+/// and the deletions, then writes its own `e/b` before the pull runs, so the move's precondition
+/// fails and `e/b` is downloaded instead (dev1's file kept as a copy).
+fn move_whose_target_is_taken_before_the_pull() -> Scenario {
+    let mut steps = vec![
+        Step::User(
+            0,
+            UserOp::Rename {
+                from: "D/D/a".into(),
+                to: "e/b".into(),
+            },
+        ),
+        Step::User(0, UserOp::Delete { path: "D".into() }),
+        Step::Plan(0),
+        Step::Push(0),
+        Step::Plan(1),
+    ];
+    steps.push(Step::User(
+        1,
+        UserOp::Write {
+            path: "e/b".into(),
+            content: 7,
+        },
+    ));
+    Scenario {
+        seed: 33017,
+        devices: 2,
+        initial: vec![UserOp::Write {
+            path: "D/D/a".into(),
+            content: 4,
+        }],
+        steps,
+    }
+}
+
+/// Seed 30435's minimal case. dev0 deletes `e/a`; dev2 moves the link `a` aside and the folder
+/// `e` to `a`. dev1 then moves `e/a/d` to `a/a/d` before the same round has replaced its link
+/// `a` with a folder: the rename cannot be made there.
+fn move_into_a_link_the_round_replaces() -> Scenario {
+    let mv = |from: &str, to: &str| UserOp::Rename {
+        from: from.into(),
+        to: to.into(),
+    };
+    Scenario {
+        seed: 30435,
+        devices: 3,
+        initial: vec![
+            UserOp::Write {
+                path: "e/a/d".into(),
+                content: 1,
+            },
+            UserOp::Symlink {
+                path: "a".into(),
+                target: "a".into(),
+            },
+        ],
+        steps: vec![
+            Step::User(0, UserOp::Delete { path: "e/a".into() }),
+            Step::Plan(0),
+            Step::Push(0),
+            Step::User(2, mv("a", "t")),
+            Step::User(2, mv("e", "a")),
+            Step::Plan(2),
+        ],
+    }
+}
+
+/// Regression: when a local move fell back to a download, its source stayed until the next
+/// round, so the folders the same round was deleting were "not empty here; kept" and went up
+/// again as new folders: `D` and `D/D`, deleted by dev0, came back empty everywhere. A rename
+/// that could not be made (seed 30435) did not fall back at all, with the same end.
+#[test]
+fn a_move_that_falls_back_to_a_download_lets_its_folders_go() {
+    let sc = move_into_a_link_the_round_replaces();
+    let old = Quirks {
+        keep_failed_move_source: true,
+        ..Quirks::default()
+    };
+    assert!(
+        check_planned(&sc, old).is_err(),
+        "the old executor passes: seed 30435's case no longer shows the bug"
+    );
+    match run(&sc, Config::default()).0 {
+        Ok(out) => {
+            let live = normalized(&out.live);
+            assert!(
+                !live.iter().any(|(p, _)| p == "e" || p.starts_with("e/")),
+                "the deleted folders came back: {live:?}"
+            );
+        }
+        Err(f) => panic!("{f}\n{sc}"),
+    }
+
+    let sc = move_whose_target_is_taken_before_the_pull();
+    let old = Quirks {
+        keep_failed_move_source: true,
+        ..Quirks::default()
+    };
+    assert!(
+        check_planned(&sc, old).is_err(),
+        "the old executor passes: the case no longer shows the bug"
+    );
+    match run(&sc, Config::default()).0 {
+        Ok(out) => {
+            let live = normalized(&out.live);
+            assert!(
+                !live.iter().any(|(p, _)| p == "D" || p.starts_with("D/")),
+                "the deleted folders came back: {live:?}"
+            );
+            let files: Vec<_> = live
+                .iter()
+                .filter_map(|(p, c)| disk::file_no(c).map(|n| (p.as_str(), n)))
+                .collect();
+            assert_eq!(files, [("e/b", 4), ("e/b (conflicted copy)", 7)]);
+        }
+        Err(f) => panic!("{f}\n{sc}"),
+    }
+}
+
+/// Regression (of the property, not the engine): seed 24953 of
+/// `files_and_folders_meeting_at_one_path_converge_and_resurrect_nothing` failed `NoResurrection`
+/// because the check did not count a conflict copy's contents as written where the copy is.
+#[test]
+fn a_conflict_copy_deleted_before_its_contents_arrived_keeps_them() {
+    let sc = copy_deleted_before_its_contents_arrived();
+    let cfg = Config::default();
+    match run(&sc, cfg).0 {
+        Ok(out) => {
+            let live = normalized(&out.live);
+            let kept = live
+                .iter()
+                .any(|(p, c)| p == "a/D (conflicted copy)/D" && disk::file_no(c) == Some(1));
+            assert!(kept, "dev0's moved file is not in its copy: {live:?}");
+        }
+        Err(f) => panic!("{f}\n{sc}"),
+    }
+}
+
 #[test]
 fn the_known_executor_bug_cases_pass_with_the_executors_as_they_should_be() {
     for sc in [conflicting_symlinks(), write_between_plan_and_pull()] {

@@ -218,6 +218,50 @@ fn a_file_added_to_a_folder_deleted_elsewhere_survives_in_that_folder() -> Resul
     Ok(())
 }
 
+/// A file moved elsewhere into a folder that, on b, is still a link the same round replaces
+/// (seed 30435 of the randomized planner tests, with running daemons): b's local move cannot be
+/// made, so the file is downloaded once the link is replaced, and the folders it left, deleted
+/// elsewhere, go here too. Before, the move failed, those folders were kept ("not empty") and
+/// the next round uploaded them again: `e` and `e/a` came back on every device.
+#[test]
+fn a_move_into_a_link_the_round_replaces_downloads_and_lets_the_old_folders_go() -> Result<()> {
+    let (_s, d) = devices(Backend::Local, &["a", "b", "c"])?;
+    let all: Vec<&Dev> = d.iter().collect();
+    {
+        let _run: Vec<Daemon> = d.iter().map(Dev::start).collect::<Result<_>>()?;
+        write(d[0].path(), "e/a/d", b"the moved file")?;
+        std::os::unix::fs::symlink("elsewhere", d[0].path().join("a"))?;
+        converge(&all, "e/a/d and the link everywhere", |t| {
+            file_is(t, "e/a/d", b"the moved file")
+                && t.get("a") == Some(&Node::Symlink("elsewhere".into()))
+        })?;
+    }
+    // With the daemons stopped: a deletes e/a; c, which has not seen that, moves the link
+    // aside and the folder e (with e/a/d) in its place.
+    fs::remove_dir_all(d[0].path().join("e/a"))?;
+    d[0].device.push(d[0].path())?;
+    fs::rename(d[2].path().join("a"), d[2].path().join("t"))?;
+    fs::rename(d[2].path().join("e"), d[2].path().join("a"))?;
+    d[2].device.push(d[2].path())?;
+    // b still has the link a and the folders e/a: its round pairs e/a/d -> a/a/d as a move.
+    {
+        let _b = d[1].start()?;
+        converge(&[&d[1]], "a/a/d on b", |t| {
+            file_is(t, "a/a/d", b"the moved file") && !t.contains_key("e")
+        })?;
+    }
+    let _run: Vec<Daemon> = d.iter().map(Dev::start).collect::<Result<_>>()?;
+    let t = converge(&all, "one tree everywhere", |t| {
+        file_is(t, "a/a/d", b"the moved file")
+    })?;
+    let keys: Vec<_> = t.keys().collect();
+    ensure!(
+        !keys.iter().any(|k| *k == "e" || k.starts_with("e/")),
+        "folders deleted on a came back: {keys:?}"
+    );
+    Ok(())
+}
+
 #[test]
 fn an_edit_survives_a_concurrent_delete_on_another_device() -> Result<()> {
     let (_s, d) = devices(Backend::Local, &["a", "b"])?;

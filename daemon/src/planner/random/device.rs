@@ -51,6 +51,10 @@ pub struct Quirks {
     /// plan saw: a file written in between gets the old content id with the new stat, so the
     /// scanner never hashes it again and the next download overwrites it as unchanged.
     pub record_current_stat: bool,
+    /// `download.rs` leaves a local move's source in place when the move falls back to a
+    /// download, and does not fall back when the rename cannot be made: the folders the round
+    /// deletes around the source stay ("not empty here") and go up again as new folders.
+    pub keep_failed_move_source: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -421,7 +425,15 @@ impl Device {
                                 version: *version,
                                 conflict: false,
                             });
-                            Ok(())
+                            if self.quirks.keep_failed_move_source {
+                                Ok(())
+                            } else {
+                                // As the real pull: the source goes as the server's delete
+                                // would.
+                                let r = self.delete(from, p.synced.get(from));
+                                changes.push(Change::Remove(from.clone()));
+                                r
+                            }
                         }
                         Err(e) => Err(e),
                     }
@@ -600,7 +612,13 @@ impl Device {
         if !matches!(self.current(from, synced), Current::AsSynced) || self.disk.get(to).is_some() {
             return Ok(None);
         }
-        self.disk.ensure_parents(to)?;
+        // As `Pull::move_local`: a rename that cannot be made (the target's folder is a link
+        // this round replaces, say) falls back to the download.
+        if self.quirks.keep_failed_move_source {
+            self.disk.ensure_parents(to)?;
+        } else if self.disk.ensure_parents(to).is_err() {
+            return Ok(None);
+        }
         self.disk.rename(from, to);
         // chmod + set mtime: the content is the remote's, the stat a new one.
         let content = r.content.clone().expect("a live file");

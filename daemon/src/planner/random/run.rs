@@ -299,8 +299,16 @@ impl World {
             let holds_kept_content = live.iter().any(|(q, c)| {
                 at_or_under(q, p) && file_no(c).is_some_and(|n| !l.superseded.contains(&n))
             });
+            // A conflict copy holds what a user wrote at the path it is a copy of: deleted
+            // elsewhere before that content reached the server, it comes back with it (seed
+            // 24953: a folder moved onto a file became a copy, and another device deleted the
+            // copy while it was still empty there).
+            let original = without_copy_names(p);
             if live.contains_key(p)
-                && !l.written.iter().any(|w| at_or_under(w, p))
+                && !l
+                    .written
+                    .iter()
+                    .any(|w| at_or_under(w, p) || at_or_under(w, &original))
                 && !holds_kept_content
             {
                 return fail(
@@ -395,6 +403,16 @@ fn user_op(disk: &mut Disk, op: &UserOp, l: &mut Ledger) -> bool {
         }
     }
     true
+}
+
+/// `p` with every conflict-copy suffix taken out of its names: the path the copy was made of.
+fn without_copy_names(p: &str) -> String {
+    let mut p = p.to_owned();
+    while let Some(i) = p.find(" (conflicted copy from ") {
+        let end = p[i..].find(')').map_or(p.len(), |j| i + j + 1);
+        p.replace_range(i..end, "");
+    }
+    p
 }
 
 /// A tree as a list, with conflict-copy names stripped of device, time and counter: two runs
