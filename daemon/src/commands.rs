@@ -429,6 +429,8 @@ pub async fn push(
     };
     state.set_device_and_cursor(folder, &info.device, head.max(state.cursor(folder)?))?;
     errors.append(&mut stats.errors);
+    // A one-shot push does not pull: what waits for one is this run's failure to report.
+    errors.append(&mut stats.waiting);
     Ok(PushSummary {
         files: scanned.files,
         bytes_scanned: scanned.bytes_scanned,

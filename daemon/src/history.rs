@@ -354,7 +354,7 @@ pub async fn restore(cfg: &Config, target: &Target, args: &RestoreArgs, ui: Ui) 
                 code = exit::REFUSED;
                 "quota_exceeded"
             }
-            CommitStatus::Rejected => {
+            CommitStatus::Rejected | CommitStatus::ParentReplaced => {
                 if code == exit::OK {
                     code = exit::PARTIAL;
                 }

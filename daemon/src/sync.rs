@@ -86,6 +86,10 @@ pub struct FolderSync {
 pub struct Round {
     pub ops: usize,
     pub errors: Vec<Error>,
+    /// Paths the server refused because a folder above them was replaced by a file elsewhere
+    /// after this round read the log ([`crate::upload::PushStats::waiting`]): the next round's
+    /// pull resolves them, so they are errors only if they outlast the rounds of a wake-up.
+    pub waiting: Vec<Error>,
     /// Whether the round scanned the whole folder.
     pub full: bool,
     /// Entries the round's scan stat'ed.
@@ -338,15 +342,24 @@ impl FolderSync {
         for _ in 0..MAX_ROUNDS {
             let round = self.round().await?;
             if round.ops == 0 {
-                return Ok((round.errors, worked));
+                // A quiet round after refusals did not take them up: they are errors now.
+                let mut errors = round.errors;
+                errors.extend(last);
+                return Ok((errors, worked));
             }
             worked = true;
             // Errors go to the status now: a path that fails (the store down, say) would fail
             // again in each of the rounds left, each after its retries, with nothing shown.
             if !round.errors.is_empty() {
-                return Ok((round.errors, worked));
+                let mut errors = round.errors;
+                errors.extend(round.waiting);
+                return Ok((errors, worked));
             }
-            last = round.errors;
+            // Refused under a folder replaced elsewhere: the next round's pull keeps the folder
+            // as a conflict copy and its contents go up from there, so it runs now, not after
+            // the error retry delay, and nothing is shown unless they are still refused after
+            // the last round of this wake-up.
+            last = round.waiting;
         }
         Ok((last, worked))
     }
@@ -636,6 +649,7 @@ impl FolderSync {
         let quiet = |errors| Round {
             ops: 0,
             errors,
+            waiting: Vec::new(),
             full,
             stat_calls,
             planned,
@@ -724,6 +738,7 @@ impl FolderSync {
         let round = Round {
             ops: work,
             errors,
+            waiting: std::mem::take(&mut ps.waiting),
             full,
             stat_calls,
             planned,

@@ -47,6 +47,12 @@ pub struct PushStats {
     pub collected: Vec<String>,
     #[serde(skip)]
     pub errors: Vec<Error>,
+    /// Paths the server refused because a folder above them is a file or link there now
+    /// (replaced elsewhere after this run last read the log). Not errors yet: the next pull
+    /// keeps the folder as a conflict copy, and they go up from there. The one-shot push reports
+    /// them as errors; the daemon runs its next round at once.
+    #[serde(skip)]
+    pub waiting: Vec<Error>,
     /// Why the PUT of a chunk's object failed, per chunk (for the file's error message).
     #[serde(skip)]
     pub put_failures: HashMap<ChunkId, String>,
@@ -149,6 +155,7 @@ impl Push<'_> {
         stats.conflicts += second.conflicts;
         stats.quota_exceeded += second.quota_exceeded;
         stats.errors.extend(second.errors);
+        stats.waiting.extend(second.waiting);
         for path in second.collected {
             stats.errors.push(Error::path(
                 path,
@@ -541,6 +548,12 @@ impl Push<'_> {
             }
             (Op::Upload { .. }, S::Rejected) if r.error.contains("never uploaded") => {
                 stats.collected.push(path);
+            }
+            (_, S::ParentReplaced) => {
+                stats.waiting.push(Error::path(
+                    &path,
+                    format!("the server refused it: {}", r.error),
+                ));
             }
             (_, S::QuotaExceeded) => {
                 stats.quota_exceeded += 1;

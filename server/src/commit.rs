@@ -6,8 +6,8 @@
 //! copy next to the path.
 //!
 //! The live paths stay a tree, also when two devices change a folder and its contents at once:
-//! - nothing is written under a live file or link (the item is rejected: the writer's next pull
-//!   finds the file and keeps its folder as a conflict copy);
+//! - nothing is written under a live file or link (the item is refused with PARENT_REPLACED: the
+//!   writer's next pull finds the file and keeps its folder as a conflict copy);
 //! - a write under a deleted folder creates the folder again;
 //! - a file or link replaces a folder only while nothing live is left in it (otherwise it
 //!   becomes a conflict copy beside the folder, as with a stale base);
@@ -463,14 +463,14 @@ pub(crate) fn folders_for(
         }
         match current(tx, ctx.namespace_id, folder)? {
             Some(c) if !c.deleted && c.kind != EntryKind::Dir as i32 => {
-                return Ok(Some(rejected(
-                    path,
-                    format!(
+                return Ok(Some(CommitResult {
+                    error: format!(
                         "{path:?} is under {folder:?}, which is no longer a folder on the server \
                          (it was replaced elsewhere); the next pull keeps the folder here as a \
                          conflict copy, and its contents go up from there"
                     ),
-                )));
+                    ..result(CommitStatus::ParentReplaced, path)
+                }));
             }
             Some(c) if c.deleted => deleted.push((folder, c)),
             Some(_) => {

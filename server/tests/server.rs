@@ -651,7 +651,7 @@ async fn the_live_paths_stay_a_tree_when_a_folder_and_its_contents_change_at_onc
         .commit(vec![put("D/z", 0, file_meta(&[&a]))])
         .await
         .remove(0);
-    assert_eq!(status(&r), CommitStatus::Rejected);
+    assert_eq!(status(&r), CommitStatus::ParentReplaced);
     assert!(
         r.error.contains("\"D\"") && r.error.contains("no longer a folder"),
         "{}",
@@ -664,7 +664,7 @@ async fn the_live_paths_stay_a_tree_when_a_folder_and_its_contents_change_at_onc
         ..Default::default()
     };
     let r = dev.commit(vec![mv]).await.remove(0);
-    assert_eq!(status(&r), CommitStatus::Rejected);
+    assert_eq!(status(&r), CommitStatus::ParentReplaced);
     assert_eq!(live(&mut dev).await, [("D".into(), false), (copy, false)]);
 }
 
