@@ -112,6 +112,7 @@ pub fn plan(local: &LocalTree, remote: &RemoteTree, synced: &SyncedTree) -> Vec<
         .filter_map(|(p, le, re, se)| plan_path(p, le, re, se))
         .collect();
     defer_uploads_under_moved_folders(&mut ops, local);
+    defer_folder_copies_over_removals(&mut ops, local);
     sort_ops(&mut ops);
     ops
 }
@@ -179,6 +180,51 @@ fn defer_uploads_under_moved_folders(ops: &mut Vec<Op>, local: &LocalTree) {
     }
     ops.retain(|op| {
         !(matches!(op, Op::Upload { .. }) && moved.iter().any(|m| op.path().starts_with(m)))
+    });
+}
+
+/// A local folder that goes up as a conflict copy is renamed to it by the push, which runs
+/// before the pull. Removals the same plan makes under it (a file deleted or moved away
+/// elsewhere, still as synced here) would then find nothing at their paths, and what they should
+/// have removed would go up in the copy: content deleted elsewhere back on every device (planner
+/// seed 47936). Such a folder waits for the next round, which plans it again once they ran.
+/// Uploads under it wait already ([`defer_uploads_under_moved_folders`]).
+fn defer_folder_copies_over_removals(ops: &mut Vec<Op>, local: &LocalTree) {
+    let removing: Vec<&str> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::DeleteLocal { path } => Some(path.as_str()),
+            Op::MoveLocal { from, .. } => Some(from.as_str()),
+            _ => None,
+        })
+        .collect();
+    if removing.is_empty() {
+        return;
+    }
+    let waiting: Vec<String> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Upload {
+                path,
+                conflict: true,
+                ..
+            } if matches!(local.get(path).map(|e| &e.content), Some(Content::Dir))
+                && removing.iter().any(|r| {
+                    r.len() > path.len()
+                        && r.starts_with(path.as_str())
+                        && r.as_bytes()[path.len()] == b'/'
+                }) =>
+            {
+                Some(path.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    if waiting.is_empty() {
+        return;
+    }
+    ops.retain(|op| {
+        !(matches!(op, Op::Upload { conflict: true, .. }) && waiting.iter().any(|w| w == op.path()))
     });
 }
 

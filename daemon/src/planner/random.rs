@@ -430,6 +430,59 @@ fn a_move_that_falls_back_to_a_download_lets_its_folders_go() {
     }
 }
 
+/// Seed 47936's minimal case. dev2 deletes `D`; dev0 writes `D/e` (which makes `D` again on the
+/// server); dev1 takes `D/e`, then deletes `D`; dev2 writes a file `D`. dev0's `D` is then a
+/// folder it does not hold as synced, against a remote file: it goes up as a conflict copy while
+/// the same plan deletes `D/e`, which dev1 deleted and dev0 holds as synced.
+fn folder_copy_over_a_deletion_under_it() -> Scenario {
+    let user = |d, op| Step::User(d, op);
+    let write = |path: &str, content| UserOp::Write {
+        path: path.into(),
+        content,
+    };
+    let rm = |path: &str| UserOp::Delete { path: path.into() };
+    Scenario {
+        seed: 47936,
+        devices: 3,
+        initial: vec![write("D/d/d", 4)],
+        steps: vec![
+            user(2, rm("D")),
+            Step::Plan(2),
+            Step::Push(2),
+            user(0, write("D/e", 7)),
+            Step::Plan(0),
+            Step::Push(0),
+            Step::Plan(1),
+            Step::Pull(1),
+            user(1, rm("D")),
+            user(2, write("D", 8)),
+        ],
+    }
+}
+
+/// Regression: the push renamed the folder to its conflict copy before the pull's deletion of
+/// `D/e` ran, so `D/e` (#7, deleted on dev1) went up inside the copy and came back everywhere.
+/// The folder's copy now waits a round for the removals under it.
+#[test]
+fn a_folder_going_up_as_a_copy_lets_the_deletions_under_it_run_first() {
+    let sc = folder_copy_over_a_deletion_under_it();
+    match run(&sc, Config::default()).0 {
+        Ok(out) => {
+            let live = normalized(&out.live);
+            assert!(
+                !live.iter().any(|(_, c)| disk::file_no(c) == Some(7)),
+                "#7, deleted on dev1, came back: {live:?}"
+            );
+            assert!(
+                live.iter()
+                    .any(|(p, c)| p == "D" && disk::file_no(c) == Some(8)),
+                "{live:?}"
+            );
+        }
+        Err(f) => panic!("{f}\n{sc}"),
+    }
+}
+
 /// Regression (of the property, not the engine): seed 24953 of
 /// `files_and_folders_meeting_at_one_path_converge_and_resurrect_nothing` failed `NoResurrection`
 /// because the check did not count a conflict copy's contents as written where the copy is.
