@@ -2,7 +2,8 @@
 //! server in memory, user activity and sync rounds interleaved at random, properties checked once
 //! everything is quiet, failures shrunk to a minimal case printed with its seed.
 //!
-//! `CAIRN_SEEDS=N` runs seeds 0..N (default 1000), `CAIRN_SEED=S` only seed S, and
+//! `CAIRN_SEEDS=N` runs seeds 0..N (default 1000; `CAIRN_SEED_FROM=F` runs F..F+N instead),
+//! `CAIRN_SEED=S` only seed S, and
 //! `CAIRN_SURVEY=1` counts the failing seeds per property instead of shrinking the first. See
 //! docs/RELIABILITY.md, "Randomized planner tests".
 
@@ -30,7 +31,8 @@ fn seeds() -> Vec<u64> {
     if let Some(s) = var("CAIRN_SEED") {
         return vec![s];
     }
-    (0..var("CAIRN_SEEDS").unwrap_or(DEFAULT_SEEDS)).collect()
+    let from = var("CAIRN_SEED_FROM").unwrap_or(0);
+    (from..from + var("CAIRN_SEEDS").unwrap_or(DEFAULT_SEEDS)).collect()
 }
 
 /// The executors in the planned order; every property but order independence.
