@@ -23,9 +23,11 @@ mod plan;
 /// Files per GetManifests call; the next batch's manifests are fetched while this one downloads.
 const MANIFEST_BATCH: usize = 1000;
 /// A group is fetched pack-wise as a whole (its chunks sorted by stored object and merged into
-/// ranged GETs); these bound its open temp files and the small files it holds in memory.
+/// ranged GETs); these bound its open temp files and the small files it holds in memory. At
+/// 32 MiB a pull of 500 × 256 KiB peaked at 116–119 MiB of RSS (three groups of files held
+/// whole); at 16 MiB, one pack's worth, 68–70 MiB in the same time (docs/BENCHMARKS.md).
 const GROUP_FILES: usize = 500;
-const GROUP_BYTES: u64 = 32 << 20;
+const GROUP_BYTES: u64 = 16 << 20;
 /// Groups downloading at once: one group's fsyncs overlap the next one's GETs.
 const GROUPS_IN_FLIGHT: usize = 3;
 
