@@ -7,8 +7,6 @@ use std::path::{Path, PathBuf};
 mod common;
 
 use cairn::config::Config;
-use cairn::events::Events;
-use cairn::state::State;
 use cairn::sync::{FolderSync, Round};
 
 const NS: &str = "inc";
@@ -16,18 +14,7 @@ const DIRS: usize = 20;
 const FILES: usize = 25;
 
 async fn open(cfg: &Config, dir: &Path) -> FolderSync {
-    let root = cairn::live::add(cfg, dir, NS).unwrap();
-    let folder = State::open(&cfg.dirs.state_db())
-        .unwrap()
-        .add_live(&root, NS, &cfg.server)
-        .unwrap();
-    let events = Events {
-        json: false,
-        quiet: true,
-    };
-    FolderSync::open(cfg, folder, root, NS.into(), events)
-        .await
-        .unwrap()
+    common::open_folder(cfg, dir, NS).await
 }
 
 /// Rounds until one has no work; returns every round.

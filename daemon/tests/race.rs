@@ -15,26 +15,13 @@ use std::time::{Duration, Instant};
 mod common;
 
 use cairn::config::Config;
-use cairn::events::Events;
 use cairn::faults::{self, Fault, Injector, Site};
-use cairn::state::State;
 use cairn::sync::FolderSync;
 
 const NS: &str = "race";
 
 async fn open(cfg: &Config, dir: &Path) -> FolderSync {
-    let root = cairn::live::add(cfg, dir, NS).unwrap();
-    let folder = State::open(&cfg.dirs.state_db())
-        .unwrap()
-        .add_live(&root, NS, &cfg.server)
-        .unwrap();
-    let events = Events {
-        json: false,
-        quiet: true,
-    };
-    FolderSync::open(cfg, folder, root, NS.into(), events)
-        .await
-        .unwrap()
+    common::open_folder(cfg, dir, NS).await
 }
 
 /// Rounds (with a full scan whenever one is quiet, standing in for the watcher) until a full

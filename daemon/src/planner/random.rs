@@ -386,49 +386,38 @@ fn move_into_a_link_the_round_replaces() -> Scenario {
 /// that could not be made (seed 30435) did not fall back at all, with the same end.
 #[test]
 fn a_move_that_falls_back_to_a_download_lets_its_folders_go() {
-    let sc = move_into_a_link_the_round_replaces();
     let old = Quirks {
         keep_failed_move_source: true,
         ..Quirks::default()
     };
-    assert!(
-        check_planned(&sc, old).is_err(),
-        "the old executor passes: seed 30435's case no longer shows the bug"
-    );
-    match run(&sc, Config::default()).0 {
-        Ok(out) => {
-            let live = normalized(&out.live);
-            assert!(
-                !live.iter().any(|(p, _)| p == "e" || p.starts_with("e/")),
-                "the deleted folders came back: {live:?}"
-            );
-        }
-        Err(f) => panic!("{f}\n{sc}"),
-    }
-
-    let sc = move_whose_target_is_taken_before_the_pull();
-    let old = Quirks {
-        keep_failed_move_source: true,
-        ..Quirks::default()
-    };
-    assert!(
-        check_planned(&sc, old).is_err(),
-        "the old executor passes: the case no longer shows the bug"
-    );
-    match run(&sc, Config::default()).0 {
-        Ok(out) => {
-            let live = normalized(&out.live);
-            assert!(
-                !live.iter().any(|(p, _)| p == "D" || p.starts_with("D/")),
-                "the deleted folders came back: {live:?}"
-            );
+    let cases = [
+        (move_into_a_link_the_round_replaces(), "e"),
+        (move_whose_target_is_taken_before_the_pull(), "D"),
+    ];
+    for (sc, deleted) in cases {
+        assert!(
+            check_planned(&sc, old).is_err(),
+            "the old executor passes: seed {}'s case no longer shows the bug",
+            sc.seed
+        );
+        let live = match run(&sc, Config::default()).0 {
+            Ok(out) => normalized(&out.live),
+            Err(f) => panic!("{f}\n{sc}"),
+        };
+        assert!(
+            !live
+                .iter()
+                .any(|(p, _)| p == deleted || p.starts_with(&format!("{deleted}/"))),
+            "seed {}: the deleted folders came back: {live:?}",
+            sc.seed
+        );
+        if sc.seed == 33017 {
             let files: Vec<_> = live
                 .iter()
                 .filter_map(|(p, c)| disk::file_no(c).map(|n| (p.as_str(), n)))
                 .collect();
             assert_eq!(files, [("e/b", 4), ("e/b (conflicted copy)", 7)]);
         }
-        Err(f) => panic!("{f}\n{sc}"),
     }
 }
 

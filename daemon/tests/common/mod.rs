@@ -62,3 +62,21 @@ impl Server {
         let _ = (&mut self.task).await;
     }
 }
+
+/// Adds `dir` as a live folder of namespace `ns` on the device `cfg` and opens its control task
+/// (quiet events), as `cairn daemon` would.
+#[allow(dead_code)] // not every test binary runs live folders
+pub async fn open_folder(cfg: &Config, dir: &Path, ns: &str) -> cairn::sync::FolderSync {
+    let root = cairn::live::add(cfg, dir, ns).unwrap();
+    let folder = cairn::state::State::open(&cfg.dirs.state_db())
+        .unwrap()
+        .add_live(&root, ns, &cfg.server)
+        .unwrap();
+    let events = cairn::events::Events {
+        json: false,
+        quiet: true,
+    };
+    cairn::sync::FolderSync::open(cfg, folder, root, ns.into(), events)
+        .await
+        .unwrap()
+}
