@@ -137,11 +137,7 @@ impl Pull<'_> {
                     Err(e) => stats.errors.push(e),
                 },
                 Op::DeleteLocal { path } => {
-                    match self.delete(path, synced, placer) {
-                        Ok(deleted) => stats.deleted += u64::from(deleted),
-                        Err(e) => stats.errors.push(e),
-                    }
-                    changes.push(SyncedChange::Remove(path.clone()));
+                    self.delete_local(path, synced, placer, &mut stats, &mut changes);
                 }
                 Op::RecordSynced { path, version } => {
                     let disk = placer
@@ -204,11 +200,7 @@ impl Pull<'_> {
                                 path: to.clone(),
                                 version: version.0,
                             });
-                            match self.delete(from, synced, placer) {
-                                Ok(deleted) => stats.deleted += u64::from(deleted),
-                                Err(e) => stats.errors.push(e),
-                            }
-                            changes.push(SyncedChange::Remove(from.clone()));
+                            self.delete_local(from, synced, placer, &mut stats, &mut changes);
                         }
                         // Only after the rename (its mode, time or fsync): the file is in place.
                         Err(e) => stats.errors.push(e),
@@ -526,6 +518,23 @@ impl Pull<'_> {
             content,
             stat,
         }))
+    }
+
+    /// A delete-local: the path goes if it still matches the synced entry, and its synced
+    /// record goes either way (what was kept is a local change now).
+    fn delete_local(
+        &self,
+        path: &str,
+        synced: &SyncedTree,
+        placer: &Placer<'_>,
+        stats: &mut PullStats,
+        changes: &mut Vec<SyncedChange>,
+    ) {
+        match self.delete(path, synced, placer) {
+            Ok(deleted) => stats.deleted += u64::from(deleted),
+            Err(e) => stats.errors.push(e),
+        }
+        changes.push(SyncedChange::Remove(path.to_owned()));
     }
 
     /// Deletes only what still matches the synced entry; anything else is kept.

@@ -168,7 +168,7 @@ fn defer_uploads_under_moved_folders(ops: &mut Vec<Op>, local: &LocalTree) {
                 ..
             }
             | Op::Download { path, .. }
-                if matches!(local.get(path).map(|e| &e.content), Some(Content::Dir)) =>
+                if is_local_dir(local, path) =>
             {
                 Some(format!("{path}/"))
             }
@@ -198,9 +198,6 @@ fn defer_folder_copies_over_removals(ops: &mut Vec<Op>, local: &LocalTree) {
             _ => None,
         })
         .collect();
-    if removing.is_empty() {
-        return;
-    }
     let waiting: Vec<String> = ops
         .iter()
         .filter_map(|op| match op {
@@ -208,24 +205,23 @@ fn defer_folder_copies_over_removals(ops: &mut Vec<Op>, local: &LocalTree) {
                 path,
                 conflict: true,
                 ..
-            } if matches!(local.get(path).map(|e| &e.content), Some(Content::Dir))
-                && removing.iter().any(|r| {
-                    r.len() > path.len()
-                        && r.starts_with(path.as_str())
-                        && r.as_bytes()[path.len()] == b'/'
-                }) =>
+            } if is_local_dir(local, path)
+                && removing
+                    .iter()
+                    .any(|r| *r != path && crate::cache::is_under(r, path)) =>
             {
                 Some(path.clone())
             }
             _ => None,
         })
         .collect();
-    if waiting.is_empty() {
-        return;
-    }
     ops.retain(|op| {
         !(matches!(op, Op::Upload { conflict: true, .. }) && waiting.iter().any(|w| w == op.path()))
     });
+}
+
+fn is_local_dir(local: &LocalTree, path: &str) -> bool {
+    matches!(local.get(path).map(|e| &e.content), Some(Content::Dir))
 }
 
 /// The deterministic order: removals (and moves, by source) by path descending (children

@@ -36,32 +36,7 @@ async fn settle(s: &mut FolderSync) -> Vec<Round> {
     panic!("no quiet round after 8");
 }
 
-fn tree(root: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    for e in ignore::WalkBuilder::new(root)
-        .standard_filters(false)
-        .build()
-        .flatten()
-    {
-        let rel = e
-            .path()
-            .strip_prefix(root)
-            .unwrap()
-            .to_string_lossy()
-            .to_string();
-        if rel.is_empty() || rel == ".cairn" {
-            continue;
-        }
-        let bytes = if e.path().is_file() {
-            std::fs::read(e.path()).unwrap()
-        } else {
-            b"<dir>".to_vec()
-        };
-        out.push((rel, bytes));
-    }
-    out.sort();
-    out
-}
+use common::tree;
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_watch_event_for_one_path_scans_that_path_only_and_converges_like_a_full_scan() {

@@ -55,27 +55,7 @@ async fn settle(s: &mut FolderSync) {
     panic!("no quiet round within 30 s");
 }
 
-fn tree(root: &Path) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for e in ignore::WalkBuilder::new(root)
-        .standard_filters(false)
-        .build()
-        .flatten()
-    {
-        let rel = e.path().strip_prefix(root).unwrap().to_string_lossy();
-        if rel.is_empty() || rel == ".cairn" || rel.starts_with(".cairn/") {
-            continue;
-        }
-        let what = if e.path().is_file() {
-            String::from_utf8_lossy(&std::fs::read(e.path()).unwrap()).into_owned()
-        } else {
-            "<dir>".into()
-        };
-        out.push((rel.into_owned(), what));
-    }
-    out.sort();
-    out
-}
+use common::tree;
 
 /// Blocks device a's first `Commit` until device b has done its part.
 struct Race {
@@ -165,8 +145,8 @@ fn a_write_under_a_folder_replaced_elsewhere_mid_round_waits_for_the_pull_and_is
     assert_eq!(
         tree(&b_dir),
         [
-            ("X".into(), "<dir>".into()),
-            ("X/x".into(), "synced everywhere".into())
+            ("X".into(), b"<dir>".to_vec()),
+            ("X/x".into(), b"synced everywhere".to_vec())
         ]
     );
 
@@ -210,7 +190,7 @@ fn a_write_under_a_folder_replaced_elsewhere_mid_round_waits_for_the_pull_and_is
     b_thread.join().unwrap();
     let end = tree(&a_dir);
     assert_eq!(end, tree(&b_dir), "a and b converge");
-    let copies: Vec<&(String, String)> = end
+    let copies: Vec<&(String, Vec<u8>)> = end
         .iter()
         .filter(|(p, _)| p.contains("conflicted copy"))
         .collect();
@@ -220,9 +200,12 @@ fn a_write_under_a_folder_replaced_elsewhere_mid_round_waits_for_the_pull_and_is
         "one copy folder holding X/new only: {end:?}"
     );
     assert!(
-        copies[1].0.ends_with("/new") && copies[1].1 == "written on a",
+        copies[1].0.ends_with("/new") && copies[1].1 == b"written on a",
         "{end:?}"
     );
-    assert!(end.contains(&("X".into(), "now a file".into())), "{end:?}");
+    assert!(
+        end.contains(&("X".into(), b"now a file".to_vec())),
+        "{end:?}"
+    );
     server_rt.block_on(srv.stop());
 }

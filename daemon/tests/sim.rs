@@ -89,6 +89,8 @@ struct Inj {
     seed: u64,
     /// The run's temp dir, cut from keys so that they read the same in every run.
     base: String,
+    /// `CAIRN_SIM_VISITS`: print every visit.
+    trace_visits: bool,
     st: Mutex<InjState>,
 }
 
@@ -114,7 +116,7 @@ impl Injector for Inj {
             .entry((device, site, stable_key.clone()))
             .or_default();
         *visit += 1;
-        if std::env::var_os("CAIRN_SIM_VISITS").is_some() {
+        if self.trace_visits {
             eprintln!("visit {:p} {device} {site:?} {stable_key} {visit}", self);
         }
         let h = blake3::hash(
@@ -284,6 +286,7 @@ impl Sim {
         let inj = Arc::new(Inj {
             seed,
             base: base.to_string_lossy().into_owned(),
+            trace_visits: std::env::var_os("CAIRN_SIM_VISITS").is_some(),
             st: Mutex::new(InjState::default()),
         });
         faults::install(inj.clone());

@@ -586,33 +586,20 @@ fn place(pieces: &[Piece], run: &Run, slots: &[Slot]) {
 /// `pwritev` until all of `parts` are written from offset `at`: one system call for a chunk
 /// that came in many frames, where a `pwrite` per frame cost one each.
 fn write_all_vectored_at(file: &std::fs::File, parts: &[&[u8]], at: u64) -> std::io::Result<()> {
-    let mut parts: Vec<&[u8]> = parts.iter().copied().filter(|p| !p.is_empty()).collect();
+    let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+    let mut left = &mut slices[..];
+    IoSlice::advance_slices(&mut left, 0); // drops leading empty parts
     let mut at = at;
-    let mut first = 0;
-    while first < parts.len() {
+    while !left.is_empty() {
         // At most IOV_MAX (1024 on Linux) slices a call.
-        let slices: Vec<IoSlice<'_>> = parts[first..]
-            .iter()
-            .take(1024)
-            .map(|p| IoSlice::new(p))
-            .collect();
-        let mut n = match rustix::io::pwritev(file, &slices, at) {
+        let n = match rustix::io::pwritev(file, &left[..left.len().min(1024)], at) {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
             Ok(n) => n,
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(e.into()),
         };
         at += n as u64;
-        while n > 0 {
-            let p = parts[first];
-            if n >= p.len() {
-                n -= p.len();
-                first += 1;
-            } else {
-                parts[first] = &p[n..];
-                n = 0;
-            }
-        }
+        IoSlice::advance_slices(&mut left, n);
     }
     Ok(())
 }

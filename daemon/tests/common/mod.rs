@@ -80,3 +80,27 @@ pub async fn open_folder(cfg: &Config, dir: &Path, ns: &str) -> cairn::sync::Fol
         .await
         .unwrap()
 }
+
+/// Every path below `root` but `.cairn`, sorted, with a file's bytes (`<dir>` for a folder).
+#[allow(dead_code)] // not every test binary compares trees
+pub fn tree(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in ignore::WalkBuilder::new(root)
+        .standard_filters(false)
+        .build()
+        .flatten()
+    {
+        let rel = e.path().strip_prefix(root).unwrap().to_string_lossy();
+        if rel.is_empty() || rel == ".cairn" || rel.starts_with(".cairn/") {
+            continue;
+        }
+        let bytes = if e.path().is_file() {
+            std::fs::read(e.path()).unwrap()
+        } else {
+            b"<dir>".to_vec()
+        };
+        out.push((rel.into_owned(), bytes));
+    }
+    out.sort();
+    out
+}
